@@ -1,8 +1,10 @@
 //! The configuration file exactly as written: serde types with unknown keys denied and
 //! spans kept, so validation can point at the line of every problem.
 
-use serde::Deserialize;
+use serde::de::{self, value::MapAccessDeserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+use std::fmt;
 use toml::Spanned;
 
 /// A whole configuration file.
@@ -44,11 +46,33 @@ pub struct LimitsConfig {
 }
 
 /// A size written as a string with a unit or as a plain number of bytes.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum SizeValue {
     Bytes(i64),
     Text(String),
+}
+
+// By hand rather than `untagged`, for an error that says what a size looks like.
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size like \"64KiB\" or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[admin]`: the admin listener.
@@ -75,11 +99,34 @@ pub struct ClusterConfig {
 }
 
 /// A target: a URL, or a table with a URL and a weight.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum TargetConfig {
     Url(String),
     Weighted(WeightedTarget),
+}
+
+// Written by hand rather than `untagged` so that a typo inside `{ url, weight }` is
+// reported as an unknown key, not as "did not match any variant".
+impl<'de> Deserialize<'de> for TargetConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a target URL or a table like { url = \"http://host:port\", weight = 2 }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetConfig, E> {
+                Ok(TargetConfig::Url(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetConfig, A::Error> {
+                WeightedTarget::deserialize(MapAccessDeserializer::new(map))
+                    .map(TargetConfig::Weighted)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `{ url = "...", weight = 3 }`.

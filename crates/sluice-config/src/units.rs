@@ -50,9 +50,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MiB" => 1024 * 1024,
         "GB" => 1000 * 1000 * 1000,
         "GiB" => 1024 * 1024 * 1024,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "invalid size `{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
-        )),
+        ))
+        }
     };
     value
         .checked_mul(factor)

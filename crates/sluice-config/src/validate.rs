@@ -185,18 +185,20 @@ fn server(c: &mut Checker, s: &raw::ServerConfig) -> Server {
 }
 
 fn admin(c: &mut Checker, a: &raw::AdminConfig) -> Admin {
-    if a.enabled == Some(false) {
-        return Admin { listen: None };
-    }
+    // The address is checked even when admin is off, so a typo never waits for the
+    // day it is turned on.
     let listen = match &a.listen {
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
         Some(v) => c.socket_addr(v, "admin.listen"),
     };
+    if a.enabled == Some(false) {
+        return Admin { listen: None };
+    }
     Admin { listen }
 }
 
 fn cluster(c: &mut Checker, name: &Spanned<String>, cfg: &raw::ClusterConfig) -> Option<Cluster> {
-    let key = format!("clusters.{}", name.get_ref());
+    let key = format!("clusters.{}", key_segment(name.get_ref()));
     let before = c.errors.len();
     if cfg.targets.get_ref().is_empty() {
         c.fail(
@@ -301,6 +303,19 @@ fn cluster(c: &mut Checker, name: &Spanned<String>, cfg: &raw::ClusterConfig) ->
         pool_max_idle,
         sticky_cookie,
     })
+}
+
+/// A table name as it appears in a key path: bare when it can be, quoted otherwise.
+fn key_segment(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
 }
 
 fn target(c: &mut Checker, t: &Spanned<TargetConfig>, key: &str) -> Option<Target> {
@@ -410,16 +425,21 @@ fn routes(c: &mut Checker, raw: &[Spanned<raw::RouteConfig>], clusters: &[&str])
         let location = c.at(&r.span());
         let before = c.errors.len();
         let route = route(c, r.get_ref(), &key, location, clusters);
-        if let (Some(route), Some(name)) = (route, r.get_ref().name.as_ref()) {
-            if let Some(first) = seen_names.get(&route.name) {
+        // Names are checked even when the route has other problems, so that every
+        // duplicate is reported in one run.
+        if let Some(name) = r.get_ref().name.as_ref() {
+            let name_text = name.get_ref();
+            if let Some(first) = seen_names.get(name_text) {
                 let msg = format!(
-                    "duplicate route name `{}` (first defined at line {})",
-                    route.name, first.line
+                    "duplicate route name `{name_text}` (first defined at line {})",
+                    first.line
                 );
                 c.fail(name.span(), &format!("{key}.name"), msg);
-            } else {
-                seen_names.insert(route.name.clone(), location);
+            } else if !name_text.trim().is_empty() {
+                seen_names.insert(name_text.clone(), location);
             }
+        }
+        if let Some(route) = route {
             if let Some(other) = out.iter().find(|o| overlaps(o, &route)) {
                 let msg = format!(
                     "route `{}` has the same host, method and path as route `{}` (line {})",

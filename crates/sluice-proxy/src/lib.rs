@@ -1,1 +1,18 @@
-//! placeholder
+//! The Sluice data path, in request order: listener -> protocol -> router -> lifecycle
+//! (the request's whole life in one function) -> cluster (balancer) -> upstream.
+
+pub mod body;
+pub mod cluster;
+pub mod gateway;
+pub mod lifecycle;
+pub mod listener;
+pub mod metrics;
+pub mod protocol;
+pub mod rescue;
+pub mod router;
+mod serve;
+pub mod upstream;
+
+pub use gateway::{Gateway, Snapshot};
+pub use listener::Listeners;
+pub use serve::serve;

@@ -1,2 +1,19 @@
-//! placeholder
-fn main() {}
+//! The `sluice` command: `run`, `validate`, `version`.
+
+mod cli;
+mod run;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command.unwrap_or_default() {
+        cli::Command::Run(args) => run::run(args),
+        cli::Command::Validate(args) => run::validate(&args),
+        cli::Command::Version => {
+            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,848 @@
+//! The exact `file:line:col: key: message` lines `sluice_config::parse` gives for each kind of problem, and good files that parse.
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use sluice_config::{Action, Balance, Config, HashKey, HostPattern, PathPattern, TargetAddress};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The error lines for `src`, which must not validate.
+fn errors(src: &str) -> Vec<String> {
+    match sluice_config::parse(src, "test.toml") {
+        Ok(_) => panic!("expected errors, but the file validated:\n{src}"),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+/// The configuration for `src`, which must validate.
+fn config(src: &str) -> Config {
+    match sluice_config::parse(src, "test.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid file, got:\n{e}"),
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+// ---- unknown keys ----------------------------------------------------------------
+
+#[test]
+fn unknown_top_level_table_suggests_the_close_one() {
+    let src = r#"[sever]
+listen = ["127.0.0.1:8080"]
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:1:2: sever: unknown key `sever` (did you mean `server`?)"]
+    );
+}
+
+#[test]
+fn unknown_top_level_key_lists_the_known_ones() {
+    let src = r#"[server]
+listen = ["127.0.0.1:8080"]
+
+[[routes]]
+name = "a"
+path = "/"
+respond = {}
+
+[colour]
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:9:2: colour: unknown key `colour`; expected one of: server, admin, clusters, routes"]
+    );
+}
+
+#[test]
+fn unknown_array_table_is_named_with_its_index() {
+    let src = r#"[[route]]
+name = "a"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:1:3: route[0]: unknown key `route` (did you mean `routes`?)"]
+    );
+}
+
+#[test]
+fn unknown_key_in_server() {
+    let src = r#"[server]
+listen = ["127.0.0.1:8080"]
+thread = 4
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:3:1: server.thread: unknown key `thread` (did you mean `threads`?)"]
+    );
+}
+
+#[test]
+fn unknown_table_in_server() {
+    let src = r#"[server]
+listen = ["127.0.0.1:8080"]
+
+[server.tls]
+cert = "cert.pem"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:4:9: server.tls: unknown key `tls`; expected one of: listen, unix, threads, shutdown_grace, access_log, limits"]
+    );
+}
+
+#[test]
+fn unknown_key_in_server_limits() {
+    let src = r#"[server.limits]
+max_header = 10
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:2:1: server.limits.max_header: unknown key `max_header` (did you mean `max_headers`?)"]
+    );
+}
+
+#[test]
+fn unknown_key_in_admin() {
+    let src = r#"[admin]
+enable = false
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:2:1: admin.enable: unknown key `enable` (did you mean `enabled`?)"]
+    );
+}
+
+#[test]
+fn unknown_key_in_the_second_route_is_indexed_1() {
+    let src = r#"[clusters.api]
+targets = ["http://127.0.0.1:8001"]
+
+[[routes]]
+name = "a"
+path = "/a"
+cluster = "api"
+
+[[routes]]
+name = "b"
+path = "/b"
+clustr = "api"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:12:1: routes[1].clustr: unknown key `clustr` (did you mean `cluster`?)"]
+    );
+}
+
+#[test]
+fn unknown_key_in_an_inline_respond_table() {
+    let src = r#"[[routes]]
+name = "a"
+path = "/a"
+respond = { status = 200 }
+
+[[routes]]
+name = "b"
+path = "/b"
+respond = { status = 200, bdy = "hi" }
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:9:27: routes[1].respond.bdy: unknown key `bdy` (did you mean `body`?)"]
+    );
+}
+
+#[test]
+fn unknown_key_in_a_cluster() {
+    let src = r#"[clusters.users]
+targets = ["http://127.0.0.1:8001"]
+balanse = "random"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:3:1: clusters.users.balanse: unknown key `balanse` (did you mean `balance`?)"]
+    );
+}
+
+#[test]
+fn unknown_key_in_a_weighted_target() {
+    let src = r#"[clusters.users]
+targets = [
+  "http://127.0.0.1:8001",
+  { url = "http://127.0.0.1:8002", wieght = 3 },
+]
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:4:36: clusters.users.targets.wieght: unknown key `wieght` (did you mean `weight`?)"]
+    );
+}
+
+#[test]
+fn missing_targets_names_the_cluster() {
+    let src = r#"[server]
+threads = 2
+
+[clusters.users]
+balance = "random"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:4:1: clusters.users: missing field `targets`"]
+    );
+}
+
+#[test]
+fn wrong_types_name_what_is_expected() {
+    assert_eq!(
+        errors("[server]\nthreads = \"4\"\n"),
+        ["test.toml:2:11: server.threads: invalid type: string \"4\", expected i64"]
+    );
+    assert_eq!(
+        errors("[server.limits]\nmax_uri_size = true\n"),
+        ["test.toml:2:16: server.limits.max_uri_size: invalid type: boolean `true`, expected a size like \"64KiB\" or a number of bytes"]
+    );
+    assert_eq!(
+        errors("[clusters.c]\ntargets = [8001]\n"),
+        ["test.toml:2:12: clusters.c.targets: invalid type: integer `8001`, expected a target URL or a table like { url = \"http://host:port\", weight = 2 }"]
+    );
+}
+
+// ---- references and duplicates ---------------------------------------------------
+
+#[test]
+fn undefined_cluster_suggests_the_close_one() {
+    let src = r#"[clusters.users]
+targets = ["http://127.0.0.1:8001"]
+
+[[routes]]
+name = "users"
+path = "/users"
+cluster = "user"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:7:11: routes[0].cluster: no cluster named `user` (did you mean `users`?)"]
+    );
+}
+
+#[test]
+fn undefined_cluster_with_nothing_close() {
+    let src = r#"[clusters.users]
+targets = ["http://127.0.0.1:8001"]
+
+[[routes]]
+name = "orders"
+path = "/orders"
+cluster = "orders"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:7:11: routes[0].cluster: no cluster named `orders`"]
+    );
+}
+
+#[test]
+fn duplicate_route_names() {
+    let src = r#"[[routes]]
+name = "hello"
+path = "/a"
+respond = {}
+
+[[routes]]
+name = "hello"
+path = "/b"
+respond = {}
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:7:8: routes[1].name: duplicate route name `hello` (first defined at line 1)"]
+    );
+}
+
+#[test]
+fn duplicate_route_name_is_reported_beside_other_problems_of_that_route() {
+    let src = r#"[[routes]]
+name = "hello"
+path = "/a"
+respond = {}
+
+[[routes]]
+name = "hello"
+path = "/b"
+cluster = "nowhere"
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:7:8: routes[1].name: duplicate route name `hello` (first defined at line 1)",
+            "test.toml:9:11: routes[1].cluster: no cluster named `nowhere`",
+        ]
+    );
+}
+
+#[test]
+fn same_host_method_and_path() {
+    let src = r#"[[routes]]
+name = "get-users"
+path = "/users/{id}"
+methods = ["GET", "HEAD"]
+hosts = ["api.example.com"]
+respond = {}
+
+[[routes]]
+name = "all-users"
+path = "/users/{id}"
+hosts = ["API.example.com", "www.example.com"]
+respond = {}
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:10:8: routes[1]: route `all-users` has the same host, method and path as route `get-users` (line 1)"]
+    );
+}
+
+#[test]
+fn same_path_with_other_methods_or_hosts_is_fine() {
+    let src = r#"[[routes]]
+name = "get"
+path = "/users"
+methods = ["GET"]
+respond = {}
+
+[[routes]]
+name = "post"
+path = "/users"
+methods = ["POST"]
+respond = {}
+
+[[routes]]
+name = "other-host"
+path = "/users"
+hosts = ["other.example.com"]
+respond = {}
+
+[[routes]]
+name = "prefix"
+prefix = "/users"
+respond = {}
+"#;
+    assert_eq!(config(src).routes.len(), 4);
+}
+
+// ---- values ------------------------------------------------------------------------
+
+#[test]
+fn unparsable_durations() {
+    let src = r#"[server]
+shutdown_grace = "30 sec"
+
+[server.limits]
+header_read_timeout = "fast"
+
+[[routes]]
+name = "a"
+path = "/"
+respond = {}
+timeout = "30"
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:2:18: server.shutdown_grace: invalid duration `30 sec`: unknown unit `sec` (use ms, s, m or h)",
+            "test.toml:5:23: server.limits.header_read_timeout: invalid duration `fast`: expected a number and a unit, like \"250ms\", \"30s\" or \"5m\"",
+            "test.toml:11:11: routes[0].timeout: invalid duration `30`: missing unit (ms, s, m or h)",
+        ]
+    );
+}
+
+#[test]
+fn unparsable_sizes() {
+    let src = r#"[server.limits]
+max_uri_size = "lots"
+max_header_size = "10 parsecs"
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:2:16: server.limits.max_uri_size: invalid size `lots`: expected a number and a unit, like \"64KiB\" or \"10MiB\"",
+            "test.toml:3:19: server.limits.max_header_size: invalid size `10 parsecs`: unknown unit `parsecs` (use B, KiB, MiB, GiB, KB, MB or GB)",
+        ]
+    );
+    assert_eq!(
+        errors("[server.limits]\nmax_uri_size = 0\n"),
+        ["test.toml:2:16: server.limits.max_uri_size: must be greater than 0"]
+    );
+    assert_eq!(
+        errors("[server.limits]\nmax_uri_size = -1\n"),
+        ["test.toml:2:16: server.limits.max_uri_size: invalid size `-1`: must not be negative"]
+    );
+}
+
+#[test]
+fn unparsable_target_urls() {
+    let src = r#"[clusters.c]
+targets = [
+  "http://127.0.0.1:8001",
+  "ftp://files.example.com",
+  "https://127.0.0.1:8443",
+  "127.0.0.1:8002",
+  "unix:run/app.sock",
+  "http://127.0.0.1:8003/api",
+  { url = "tunnel:laptop", weight = 2 },
+]
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:4:3: clusters.c.targets[1]: invalid target URL `ftp://files.example.com`: expected http://host:port or unix:/path.sock",
+            "test.toml:5:3: clusters.c.targets[2]: invalid target URL `https://127.0.0.1:8443`: https targets are not supported yet; use http:// or unix:",
+            "test.toml:6:3: clusters.c.targets[3]: invalid target URL `127.0.0.1:8002`: expected http://host:port or unix:/path.sock",
+            "test.toml:7:3: clusters.c.targets[4]: invalid target URL `unix:run/app.sock`: a unix target needs an absolute path, like \"unix:/run/app.sock\"",
+            "test.toml:8:3: clusters.c.targets[5]: invalid target URL `http://127.0.0.1:8003/api`: a target URL has no path or query",
+            "test.toml:9:3: clusters.c.targets[6]: invalid target URL `tunnel:laptop`: expected http://host:port or unix:/path.sock",
+        ]
+    );
+}
+
+#[test]
+fn unparsable_socket_addresses() {
+    let src = r#"[server]
+listen = ["127.0.0.1:8080", "localhost:8080"]
+
+[admin]
+listen = "127.0.0.1"
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:2:29: server.listen[1]: invalid socket address `localhost:8080`: expected IP:PORT, like \"127.0.0.1:8080\" or \"[::1]:8080\"",
+            "test.toml:5:10: admin.listen: invalid socket address `127.0.0.1`: expected IP:PORT, like \"127.0.0.1:8080\" or \"[::1]:8080\"",
+        ]
+    );
+}
+
+#[test]
+fn admin_listen_is_checked_even_when_admin_is_off() {
+    let src = r#"[admin]
+enabled = false
+listen = "0.0.0.0"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:3:10: admin.listen: invalid socket address `0.0.0.0`: expected IP:PORT, like \"127.0.0.1:8080\" or \"[::1]:8080\""]
+    );
+}
+
+#[test]
+fn no_listener_at_all() {
+    assert_eq!(
+        errors("[server]\nlisten = []\n"),
+        ["test.toml:2:10: server.listen: no listener: give at least one address here or in server.unix"]
+    );
+}
+
+#[test]
+fn empty_target_list() {
+    let src = r#"[clusters.users]
+targets = []
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:2:11: clusters.users.targets: a cluster needs at least one target"]
+    );
+}
+
+#[test]
+fn weight_zero() {
+    let src = r#"[clusters.users]
+targets = [{ url = "http://127.0.0.1:8001", weight = 0 }]
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:2:12: clusters.users.targets[0].weight: weight must be a whole number of at least 1, got 0"]
+    );
+}
+
+#[test]
+fn unknown_balance_and_bad_hash_key() {
+    let src = r#"[clusters.a]
+targets = ["http://127.0.0.1:8001"]
+balance = "roundrobin"
+
+[clusters.b]
+targets = ["http://127.0.0.1:8002"]
+balance = "hash"
+
+[clusters.c]
+targets = ["http://127.0.0.1:8003"]
+balance = "hash"
+hash_key = "header"
+
+[clusters.d]
+targets = ["http://127.0.0.1:8004"]
+balance = "sticky"
+sticky_cookie = "a=b"
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:3:11: clusters.a.balance: unknown balance `roundrobin` (did you mean `round_robin`?); expected one of: round_robin, random, least_conn, weighted, hash, sticky",
+            "test.toml:7:11: clusters.b.balance: balance = \"hash\" needs a hash_key",
+            "test.toml:12:12: clusters.c.hash_key: invalid hash_key `header`: expected header:NAME, cookie:NAME, query:NAME, ip or path",
+            "test.toml:17:17: clusters.d.sticky_cookie: not a valid cookie name",
+        ]
+    );
+}
+
+#[test]
+fn a_cluster_name_that_is_not_a_bare_key_is_quoted() {
+    let src = r#"[clusters."users.v2"]
+targets = []
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:2:11: clusters.\"users.v2\".targets: a cluster needs at least one target"]
+    );
+}
+
+#[test]
+fn bad_route_shapes() {
+    let src = r#"[[routes]]
+path = "/no-name"
+respond = {}
+
+[[routes]]
+name = "both"
+path = "/a"
+prefix = "/a"
+respond = {}
+
+[[routes]]
+name = "neither"
+path = "/b/{*rest}/c"
+
+[[routes]]
+name = "params"
+path = "/c/{id}"
+methods = ["GET", "G E T"]
+hosts = ["api.example.com:8080"]
+rewrite = "/d/{name}"
+respond = { status = 99, headers = { "bad header" = "x" } }
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:1:1: routes[0]: a route needs a `name`",
+            "test.toml:7:8: routes[1]: give either `path` or `prefix`, not both",
+            "test.toml:11:1: routes[2]: a route needs a `cluster` or a `respond`",
+            "test.toml:13:8: routes[2].path: invalid path `/b/{*rest}/c`: `{*rest}` must be the last segment",
+            "test.toml:18:19: routes[3].methods: invalid method `G E T`",
+            "test.toml:19:10: routes[3].hosts: invalid host `api.example.com:8080`: expected a name like `api.example.com` or `*.example.com`",
+            "test.toml:20:11: routes[3].rewrite: invalid rewrite `/d/{name}`: `{name}` is not a parameter of the route's path",
+            "test.toml:21:11: routes[3].respond.status: invalid status 99: expected 200 to 999",
+        ]
+    );
+}
+
+// ---- many problems -----------------------------------------------------------------
+
+#[test]
+fn several_problems_are_all_reported_in_file_order() {
+    let src = r#"[server]
+listen = ["127.0.0.1:8080", "localhost:80"]
+shutdown_grace = "soon"
+
+[admin]
+listen = "127.0.0.1"
+
+[clusters.users]
+targets = []
+
+[clusters.api]
+targets = ["http://127.0.0.1:8001", { url = "http://127.0.0.1:8002", weight = 0 }]
+balance = "round-robin"
+
+[[routes]]
+name = "a"
+path = "/a"
+cluster = "apii"
+
+[[routes]]
+name = "a"
+path = "/b/{id}"
+rewrite = "/{ident}"
+cluster = "api"
+timeout = "10"
+"#;
+    let err = match sluice_config::parse(src, "test.toml") {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e,
+    };
+    assert_eq!(
+        err.to_string(),
+        "\
+test.toml:2:29: server.listen[1]: invalid socket address `localhost:80`: expected IP:PORT, like \"127.0.0.1:8080\" or \"[::1]:8080\"
+test.toml:3:18: server.shutdown_grace: invalid duration `soon`: expected a number and a unit, like \"250ms\", \"30s\" or \"5m\"
+test.toml:6:10: admin.listen: invalid socket address `127.0.0.1`: expected IP:PORT, like \"127.0.0.1:8080\" or \"[::1]:8080\"
+test.toml:9:11: clusters.users.targets: a cluster needs at least one target
+test.toml:12:37: clusters.api.targets[1].weight: weight must be a whole number of at least 1, got 0
+test.toml:13:11: clusters.api.balance: unknown balance `round-robin` (did you mean `round_robin`?); expected one of: round_robin, random, least_conn, weighted, hash, sticky
+test.toml:18:11: routes[0].cluster: no cluster named `apii` (did you mean `api`?)
+test.toml:21:8: routes[1].name: duplicate route name `a` (first defined at line 15)
+test.toml:23:11: routes[1].rewrite: invalid rewrite `/{ident}`: `{ident}` is not a parameter of the route's path
+test.toml:25:11: routes[1].timeout: invalid duration `10`: missing unit (ms, s, m or h)"
+    );
+    assert_eq!(err.0.len(), 10);
+    assert!(err.0.iter().all(|e| e.file == "test.toml"));
+}
+
+// ---- good files --------------------------------------------------------------------
+
+const EVERY_KEY: &str = r#"
+[server]
+listen = ["127.0.0.1:8080", "[::1]:8080"]
+unix = ["/tmp/sluice-test.sock"]
+threads = 4
+shutdown_grace = "45s"
+access_log = false
+
+[server.limits]
+max_uri_size = "16KiB"
+max_header_size = 32768
+max_headers = 50
+header_read_timeout = "2.5s"
+
+[admin]
+listen = "127.0.0.1:9902"
+enabled = true
+
+[clusters.users]
+targets = ["http://127.0.0.1:8001", { url = "http://127.0.0.1:8002", weight = 3 }]
+balance = "hash"
+hash_key = "header:X-User-Id"
+sticky_cookie = "users_pin"
+http2 = true
+preserve_host = false
+connect_timeout = "250ms"
+pool_idle_timeout = "5m"
+pool_max_idle = 8
+
+[clusters.local]
+targets = ["unix:/run/app.sock"]
+balance = "weighted"
+
+[[routes]]
+name = "users"
+path = "/api/users/{id}/{*rest}"
+methods = ["get", "PUT"]
+hosts = ["API.example.com", "*.example.com"]
+cluster = "users"
+strip_prefix = "/api/"
+rewrite = "/v2/users/{id}/{rest}"
+timeout = "1h"
+
+[[routes]]
+name = "static"
+prefix = "/static/"
+cluster = "local"
+
+[[routes]]
+name = "teapot"
+path = "/teapot"
+respond = { status = 418, body = "short and stout\n", headers = { "content-type" = "text/plain" } }
+"#;
+
+#[test]
+fn a_file_with_every_key_parses() {
+    let c = config(EVERY_KEY);
+    assert_eq!(c.source, "test.toml");
+
+    let s = &c.server;
+    assert_eq!(s.listen, [addr("127.0.0.1:8080"), addr("[::1]:8080")]);
+    assert_eq!(s.unix, [PathBuf::from("/tmp/sluice-test.sock")]);
+    assert_eq!(s.threads, 4);
+    assert_eq!(s.shutdown_grace, Duration::from_secs(45));
+    assert!(!s.access_log);
+    assert_eq!(s.limits.max_uri_size, 16 * 1024);
+    assert_eq!(s.limits.max_header_size, 32768);
+    assert_eq!(s.limits.max_headers, 50);
+    assert_eq!(s.limits.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9902")));
+
+    // Clusters are sorted by name.
+    let names: Vec<&str> = c.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["local", "users"]);
+    let local = &c.clusters[0];
+    assert_eq!(local.balance, Balance::Weighted);
+    assert_eq!(
+        local.targets[0].address,
+        TargetAddress::Unix(PathBuf::from("/run/app.sock"))
+    );
+    let users = &c.clusters[1];
+    assert_eq!(
+        users.balance,
+        Balance::Hash(HashKey::Header(HeaderName::from_static("x-user-id")))
+    );
+    let weights: Vec<u32> = users.targets.iter().map(|t| t.weight).collect();
+    assert_eq!(weights, [1, 3]);
+    assert_eq!(users.targets[1].url, "http://127.0.0.1:8002");
+    assert_eq!(
+        users.targets[1].address,
+        TargetAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port: 8002,
+            authority: "127.0.0.1:8002".into(),
+        }
+    );
+    assert_eq!(users.sticky_cookie, "users_pin");
+    assert!(users.http2);
+    assert!(!users.preserve_host);
+    assert_eq!(users.connect_timeout, Duration::from_millis(250));
+    assert_eq!(users.pool_idle_timeout, Duration::from_secs(300));
+    assert_eq!(users.pool_max_idle, 8);
+
+    let r = &c.routes[0];
+    assert_eq!(r.name, "users");
+    assert_eq!(
+        r.path,
+        PathPattern::Template("/api/users/{id}/{*rest}".into())
+    );
+    assert_eq!(r.methods, Some(vec![Method::GET, Method::PUT]));
+    assert_eq!(
+        r.hosts,
+        [
+            HostPattern::Exact("api.example.com".into()),
+            HostPattern::Wildcard(".example.com".into()),
+        ]
+    );
+    assert!(matches!(r.action, Action::Proxy { cluster: 1 }));
+    assert_eq!(r.strip_prefix.as_deref(), Some("/api"));
+    assert_eq!(r.rewrite.as_deref(), Some("/v2/users/{id}/{rest}"));
+    assert_eq!(r.timeout, Duration::from_secs(3600));
+    assert_eq!(r.location.line, 34);
+
+    let r = &c.routes[1];
+    assert_eq!(r.path, PathPattern::Prefix("/static".into()));
+    assert_eq!(r.methods, None);
+    assert!(r.hosts.is_empty());
+    assert!(matches!(r.action, Action::Proxy { cluster: 0 }));
+    assert_eq!(r.timeout, Duration::from_secs(60));
+
+    match &c.routes[2].action {
+        Action::Respond {
+            status,
+            body,
+            headers,
+        } => {
+            assert_eq!(*status, StatusCode::IM_A_TEAPOT);
+            assert_eq!(body, "short and stout\n");
+            assert_eq!(
+                headers,
+                &[(
+                    HeaderName::from_static("content-type"),
+                    HeaderValue::from_static("text/plain")
+                )]
+            );
+        }
+        other => panic!("expected a respond action, got {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_apply_when_keys_are_left_out() {
+    let c = config(
+        r#"[clusters.c]
+targets = ["http://backend"]
+
+[[routes]]
+name = "all"
+prefix = "/"
+cluster = "c"
+"#,
+    );
+    assert_eq!(c.server.listen, [addr("127.0.0.1:8080")]);
+    assert!(c.server.unix.is_empty());
+    assert_eq!(c.server.threads, 0);
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+    assert!(c.server.access_log);
+    assert_eq!(c.server.limits.max_uri_size, 8 * 1024);
+    assert_eq!(c.server.limits.max_header_size, 64 * 1024);
+    assert_eq!(c.server.limits.max_headers, 100);
+    assert_eq!(c.server.limits.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9901")));
+    let cl = &c.clusters[0];
+    assert_eq!(cl.balance, Balance::RoundRobin);
+    assert_eq!(cl.sticky_cookie, "sluice_sticky");
+    assert!(!cl.http2);
+    assert!(cl.preserve_host);
+    assert_eq!(cl.connect_timeout, Duration::from_secs(5));
+    assert_eq!(cl.pool_idle_timeout, Duration::from_secs(90));
+    assert_eq!(cl.pool_max_idle, 256);
+    assert_eq!(
+        cl.targets[0].address,
+        TargetAddress::Tcp {
+            host: "backend".into(),
+            port: 80,
+            authority: "backend:80".into(),
+        }
+    );
+    assert_eq!(c.routes[0].timeout, Duration::from_secs(60));
+    assert_eq!(c.routes[0].path, PathPattern::Prefix("/".into()));
+}
+
+#[test]
+fn admin_can_be_turned_off() {
+    let c = config("[admin]\nenabled = false\n");
+    assert_eq!(c.admin.listen, None);
+}
+
+#[test]
+fn an_empty_file_is_valid() {
+    let c = config("");
+    assert!(c.routes.is_empty());
+    assert!(c.clusters.is_empty());
+}
+
+#[test]
+fn the_default_config_parses() {
+    let c = match sluice_config::default_config() {
+        Ok(c) => c,
+        Err(e) => panic!("the built-in config is invalid:\n{e}"),
+    };
+    assert_eq!(c.source, "<built-in>");
+    assert_eq!(c.server.listen, [addr("127.0.0.1:8080")]);
+    assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9901")));
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].name, "welcome");
+    assert!(matches!(
+        c.routes[0].action,
+        Action::Respond {
+            status: StatusCode::OK,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn the_example_file_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sluice.toml");
+    if let Err(e) = sluice_config::load(&path) {
+        panic!("examples/sluice.toml does not validate:\n{e}");
+    }
+}
+
+#[test]
+fn a_missing_file_is_one_error() {
+    let err = match sluice_config::load(Path::new("/nonexistent/sluice.toml")) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    };
+    assert_eq!(err.0.len(), 1);
+    assert!(err
+        .to_string()
+        .starts_with("/nonexistent/sluice.toml:1:1: cannot read file: "));
+}

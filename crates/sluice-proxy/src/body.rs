@@ -1,0 +1,155 @@
+//! The body sent to the client: streamed from the target or built by the gateway. It
+//! carries the request's record, so the access log line and the metrics are written
+//! when the last byte has gone (or the client left).
+
+use crate::metrics::{MethodLabel, Metrics, RequestLabels, RouteLabels};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// A response body.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Inner,
+    record: Option<RequestRecord>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// What is known of a request when its response starts, completed when it ends.
+#[derive(Debug)]
+pub struct RequestRecord {
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+    pub start: Instant,
+    pub method: Method,
+    pub path: String,
+    pub route: Arc<String>,
+    pub target: Option<Arc<str>>,
+    pub status: StatusCode,
+    pub request_id: String,
+    pub bytes: u64,
+}
+
+impl ResponseBody {
+    /// A body streamed from the target.
+    pub fn upstream(body: Incoming) -> Self {
+        ResponseBody {
+            inner: Inner::Upstream(body),
+            record: None,
+        }
+    }
+
+    /// A body the gateway wrote.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        ResponseBody {
+            inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
+            record: None,
+        }
+    }
+
+    /// Attaches the record finished when the body ends or is dropped.
+    pub fn set_record(&mut self, record: RequestRecord) {
+        self.record = Some(record);
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(record) = self.record.take() {
+            record.finish(complete);
+        }
+    }
+}
+
+impl RequestRecord {
+    fn finish(self, complete: bool) {
+        let elapsed = self.start.elapsed();
+        let m = &self.metrics;
+        m.active_requests.dec();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: Arc::clone(&self.route),
+                method: MethodLabel::from(&self.method),
+                status: self.status.into(),
+            })
+            .inc();
+        m.duration
+            .get_or_create(&RouteLabels {
+                route: Arc::clone(&self.route),
+            })
+            .observe(elapsed.as_secs_f64());
+        if self.access_log {
+            tracing::info!(
+                target: "sluice::access",
+                method = %self.method,
+                path = %self.path,
+                route = %self.route,
+                status = self.status.as_u16(),
+                target = self.target.as_deref().unwrap_or("-"),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                bytes = self.bytes,
+                request_id = %self.request_id,
+                complete,
+            );
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
+                    record.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}

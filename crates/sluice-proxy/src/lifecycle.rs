@@ -1,0 +1,367 @@
+//! A request's whole life, top to bottom: limits, host, path, route, then either the
+//! gateway's own answer or cluster -> target -> response; failures go through `rescue`.
+
+use crate::body::{RequestRecord, ResponseBody};
+use crate::cluster::{Cluster, TargetState};
+use crate::gateway::{Gateway, Snapshot};
+use crate::rescue::{rescue, ProxyError};
+use crate::router::{host_without_port, path, RouteMatch};
+use crate::upstream::headers::{set_forwarded, set_upgrade, strip_hop_by_hop};
+use http::header::{HeaderValue, HOST, SET_COOKIE};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderName, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use sluice_config::{Action, Limits, Route};
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The client connection a request arrived on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The TCP peer; `None` on a Unix-socket listener.
+    pub peer: Option<SocketAddr>,
+    pub proto: &'static str,
+}
+
+/// `X-Request-Id`: kept from the client when sane, otherwise generated, and returned.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the request has reached so far, for its access-log line and metrics.
+#[derive(Default)]
+struct Progress {
+    route: Option<usize>,
+    target: Option<Arc<TargetState>>,
+}
+
+/// Serves one request. Never fails: every error becomes a problem+json answer.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    gateway.metrics.active_requests.inc();
+    let snapshot = gateway.snapshot();
+    let request_id = request_id(&request);
+    let method = request.method().clone();
+    let access_log = snapshot.config.server.access_log;
+    let log_path = if access_log {
+        request.uri().path().to_string()
+    } else {
+        String::new()
+    };
+
+    let mut progress = Progress::default();
+    let mut response = match proxy(&snapshot, &conn, request, &request_id, &mut progress).await {
+        Ok(response) => response,
+        Err(error) => {
+            let route = progress
+                .route
+                .map(|r| snapshot.config.routes[r].name.as_str())
+                .unwrap_or("-");
+            if error.status().is_server_error() {
+                tracing::warn!(
+                    request_id = request_id.to_str().unwrap_or(""),
+                    route,
+                    code = error.code(),
+                    "{error}"
+                );
+            } else {
+                tracing::info!(
+                    request_id = request_id.to_str().unwrap_or(""),
+                    route,
+                    code = error.code(),
+                    "{error}"
+                );
+            }
+            rescue(&error, request_id.to_str().unwrap_or(""))
+        }
+    };
+
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+    let route = progress
+        .route
+        .map(|r| Arc::clone(&snapshot.route_labels[r]))
+        .unwrap_or_else(|| Arc::clone(&gateway.metrics.unmatched));
+    let record = RequestRecord {
+        metrics: Arc::clone(&gateway.metrics),
+        access_log,
+        start,
+        method,
+        path: log_path,
+        route,
+        target: progress.target.map(|t| Arc::clone(&t.name)),
+        status: response.status(),
+        request_id: request_id.to_str().unwrap_or("").to_string(),
+        bytes: 0,
+    };
+    response.body_mut().set_record(record);
+    Ok(response)
+}
+
+async fn proxy(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    request: Request<Incoming>,
+    request_id: &HeaderValue,
+    progress: &mut Progress,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    check_limits(&parts, &snapshot.config.server.limits)?;
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    let host = request_host(&parts)?;
+    let normal_path = path::normalize(parts.uri.path())
+        .map_err(|e| ProxyError::BadRequest(path_error_text(e)))?;
+    let (index, params) = match snapshot
+        .router
+        .lookup(host.as_deref(), &parts.method, &normal_path)
+    {
+        RouteMatch::Found { route, params } => (route, params),
+        RouteMatch::MethodNotAllowed { allow } => {
+            return Err(ProxyError::MethodNotAllowed { allow })
+        }
+        RouteMatch::NotFound => return Err(ProxyError::NoRoute(normal_path.into_owned())),
+    };
+    progress.route = Some(index);
+    let route = &snapshot.config.routes[index];
+    let cluster = match &route.action {
+        Action::Respond {
+            status,
+            body,
+            headers,
+        } => return Ok(respond(*status, body, headers)),
+        Action::Proxy { cluster } => &snapshot.clusters[*cluster],
+    };
+
+    let unchanged = matches!(normal_path, Cow::Borrowed(_));
+    let upstream_path = upstream_path(route, &parts.uri, &normal_path, unchanged, &params)?;
+    let pick = cluster.pick(&parts, conn.peer.map(|p| p.ip()));
+    let target = Arc::clone(&pick.target);
+    progress.target = Some(Arc::clone(&target));
+
+    let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    parts.extensions = http::Extensions::new();
+    let original_host = original_host(&parts).map(str::to_owned);
+    let upgrade = strip_hop_by_hop(&mut parts.headers)
+        .filter(|_| client_upgrade.is_some() && parts.version == Version::HTTP_11);
+    set_forwarded(
+        &mut parts.headers,
+        conn.peer.map(|p| p.ip()),
+        conn.proto,
+        original_host.as_deref(),
+    );
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    if let Some(u) = &upgrade {
+        set_upgrade(&mut parts.headers, u.clone());
+    }
+    parts.uri = upstream_uri(
+        cluster,
+        &target,
+        original_host.as_deref(),
+        upstream_path,
+        &mut parts,
+    )?;
+    parts.version = if cluster.http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+
+    let in_flight = target.track();
+    let mut response = target
+        .client
+        .send(Request::from_parts(parts, body), route.timeout)
+        .await?;
+    if upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(crate::protocol::tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                in_flight,
+            ));
+        }
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, ResponseBody::full("")));
+    }
+    drop(in_flight);
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(cookie) = pick.set_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+        parts.headers.append(SET_COOKIE, cookie);
+    }
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+}
+
+/// URI, header-size and header-count limits, checked before anything else.
+fn check_limits(parts: &Parts, limits: &Limits) -> Result<(), ProxyError> {
+    let uri_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    if uri_len > limits.max_uri_size {
+        return Err(ProxyError::UriTooLong(uri_len, limits.max_uri_size));
+    }
+    if parts.headers.len() > limits.max_headers {
+        return Err(ProxyError::HeadersTooLarge("too many header fields"));
+    }
+    let size: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > limits.max_header_size {
+        return Err(ProxyError::HeadersTooLarge("header section too large"));
+    }
+    Ok(())
+}
+
+/// The host the client asked for (`:authority` or `Host`), lowercased, port removed.
+fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, ProxyError> {
+    let header = parts.headers.get(HOST).map(|h| {
+        h.to_str()
+            .map_err(|_| ProxyError::BadRequest("the Host header is not valid text"))
+    });
+    let header = header.transpose()?;
+    let host = match (parts.uri.authority(), header) {
+        (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => {
+            return Err(ProxyError::BadRequest(":authority and Host disagree"))
+        }
+        (Some(a), _) => a.as_str(),
+        (None, Some(h)) => h,
+        (None, None) if parts.version == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest("HTTP/1.1 requires a Host header"))
+        }
+        (None, None) => return Ok(None),
+    };
+    let host = host_without_port(host);
+    Ok(Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }))
+}
+
+fn original_host(parts: &Parts) -> Option<&str> {
+    parts
+        .uri
+        .authority()
+        .map(Authority::as_str)
+        .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
+}
+
+fn path_error_text(e: path::PathError) -> &'static str {
+    match e {
+        path::PathError::NotAbsolute => "the path must start with /",
+        path::PathError::BadEscape => "the path has an invalid percent-escape",
+        path::PathError::ForbiddenEscape => "the path has an encoded slash, backslash or NUL",
+        path::PathError::ForbiddenByte => {
+            "the path has a backslash, a control character or a non-ASCII byte"
+        }
+    }
+}
+
+/// The path and query sent to the target: normalised, then `strip_prefix` or `rewrite`.
+fn upstream_path(
+    route: &Route,
+    uri: &Uri,
+    normal: &str,
+    unchanged: bool,
+    params: &[(&str, &str)],
+) -> Result<PathAndQuery, ProxyError> {
+    let rewritten: Cow<'_, str> = if let Some(template) = &route.rewrite {
+        let mut out = template.clone();
+        for (name, value) in params {
+            out = out.replace(&format!("{{{name}}}"), value);
+        }
+        Cow::Owned(out)
+    } else if let Some(rest) = route
+        .strip_prefix
+        .as_deref()
+        .filter(|p| *p != "/")
+        .and_then(|p| normal.strip_prefix(p))
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        Cow::Owned(if rest.is_empty() {
+            "/".to_string()
+        } else {
+            rest.to_string()
+        })
+    } else if let Some(original) = uri.path_and_query().filter(|_| unchanged) {
+        return Ok(original.clone());
+    } else {
+        Cow::Borrowed(normal)
+    };
+    let full = match uri.query() {
+        Some(q) => format!("{rewritten}?{q}"),
+        None => rewritten.into_owned(),
+    };
+    PathAndQuery::try_from(full)
+        .map_err(|_| ProxyError::BadRequest("the rewritten path is not valid"))
+}
+
+/// The absolute URI the pooled client needs; sets `Host` as the cluster wants it.
+fn upstream_uri(
+    cluster: &Cluster,
+    target: &TargetState,
+    original_host: Option<&str>,
+    path: PathAndQuery,
+    parts: &mut Parts,
+) -> Result<Uri, ProxyError> {
+    let host = match original_host.filter(|_| cluster.preserve_host) {
+        Some(h) => HeaderValue::from_str(h)
+            .map_err(|_| ProxyError::BadRequest("the Host header is not valid"))?,
+        None => target.host_header.clone(),
+    };
+    let authority = if cluster.http2 {
+        parts.headers.remove(HOST);
+        Authority::try_from(host.as_bytes())
+            .map_err(|_| ProxyError::BadRequest("the Host header is not a valid authority"))?
+    } else {
+        parts.headers.insert(HOST, host);
+        target.authority.clone()
+    };
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))
+}
+
+fn respond(
+    status: StatusCode,
+    body: &str,
+    headers: &[(HeaderName, HeaderValue)],
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(bytes::Bytes::copy_from_slice(
+        body.as_bytes(),
+    )));
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        response.headers_mut().append(name.clone(), value.clone());
+    }
+    response
+}
+
+fn request_id(request: &Request<Incoming>) -> HeaderValue {
+    match request.headers().get(X_REQUEST_ID) {
+        Some(v)
+            if !v.is_empty()
+                && v.len() <= 200
+                && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
+        {
+            v.clone()
+        }
+        _ => {
+            let id = format!("{:032x}", fastrand::u128(..));
+            HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"))
+        }
+    }
+}

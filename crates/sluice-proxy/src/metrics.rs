@@ -1,0 +1,151 @@
+//! The data path's Prometheus metrics, recorded where requests and connections end and
+//! served by the admin listener from one registry.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: Arc<String>,
+    pub method: MethodLabel,
+    pub status: StatusClass,
+}
+
+/// Labels of a per-route series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: Arc<String>,
+}
+
+/// The request method, folded to the common ones so that clients cannot grow the series.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum MethodLabel {
+    GET,
+    HEAD,
+    POST,
+    PUT,
+    PATCH,
+    DELETE,
+    OPTIONS,
+    OTHER,
+}
+
+impl From<&http::Method> for MethodLabel {
+    fn from(m: &http::Method) -> Self {
+        match *m {
+            http::Method::GET => MethodLabel::GET,
+            http::Method::HEAD => MethodLabel::HEAD,
+            http::Method::POST => MethodLabel::POST,
+            http::Method::PUT => MethodLabel::PUT,
+            http::Method::PATCH => MethodLabel::PATCH,
+            http::Method::DELETE => MethodLabel::DELETE,
+            http::Method::OPTIONS => MethodLabel::OPTIONS,
+            _ => MethodLabel::OTHER,
+        }
+    }
+}
+
+/// `1xx` to `5xx`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum StatusClass {
+    Informational,
+    Success,
+    Redirection,
+    ClientError,
+    ServerError,
+}
+
+impl EncodeLabelValue for StatusClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            StatusClass::Informational => "1xx",
+            StatusClass::Success => "2xx",
+            StatusClass::Redirection => "3xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+        })
+    }
+}
+
+impl From<http::StatusCode> for StatusClass {
+    fn from(s: http::StatusCode) -> Self {
+        match s.as_u16() {
+            100..=199 => StatusClass::Informational,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+}
+
+/// Every metric the data path records.
+#[derive(Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub active_connections: Gauge,
+    pub active_requests: Gauge,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub unmatched: Arc<String>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Arc<Metrics> {
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            active_connections: Gauge::default(),
+            active_requests: Gauge::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            unmatched: Arc::new("unmatched".to_string()),
+        };
+        let r = registry.sub_registry_with_prefix("sluice");
+        r.register(
+            "requests",
+            "Requests answered, by route, method and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from request head to the end of the response, by route",
+            m.duration.clone(),
+        );
+        r.register(
+            "active_connections",
+            "Client connections open now",
+            m.active_connections.clone(),
+        );
+        r.register(
+            "active_requests",
+            "Requests in flight now",
+            m.active_requests.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Bytes read from clients",
+            m.bytes_received.clone(),
+        );
+        r.register(
+            "sent_bytes",
+            "Bytes written to clients",
+            m.bytes_sent.clone(),
+        );
+        Arc::new(m)
+    }
+}

@@ -1,0 +1,124 @@
+//! Turns any failure on the data path into the client's answer: an RFC 9457
+//! `application/problem+json` body carrying the request id.
+
+use crate::body::ResponseBody;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use std::time::Duration;
+
+/// Everything that can stop a request before the target's answer reaches the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches {0}")]
+    NoRoute(String),
+    #[error("method not allowed; the route accepts {allow}")]
+    MethodNotAllowed { allow: String },
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request URI is {0} bytes, over the limit of {1}")]
+    UriTooLong(usize, usize),
+    #[error("request headers are over the limit ({0})")]
+    HeadersTooLarge(&'static str),
+    #[error("cannot connect to target {target}: {cause}")]
+    Connect { target: String, cause: String },
+    #[error("connecting to target {target} timed out after {after:?}")]
+    ConnectTimeout { target: String, after: Duration },
+    #[error("target {target} failed: {cause}")]
+    Upstream { target: String, cause: String },
+    #[error("target {target} did not answer within {after:?}")]
+    UpstreamTimeout { target: String, after: Duration },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong(..) => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable name, used as the problem `type` and in logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute(_) => "no_route",
+            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::UriTooLong(..) => "uri_too_long",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::Connect { .. } => "upstream_connect_failed",
+            ProxyError::ConnectTimeout { .. } => "upstream_connect_timeout",
+            ProxyError::Upstream { .. } => "upstream_failed",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the gateway's own fault or the target's (for logs: who failed).
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. }
+                | ProxyError::ConnectTimeout { .. }
+                | ProxyError::Upstream { .. }
+                | ProxyError::UpstreamTimeout { .. }
+        )
+    }
+}
+
+/// The client's answer for `error`.
+pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
+    let status = error.status();
+    let body = serde_json::json!({
+        "type": format!("urn:sluice:problem:{}", error.code()),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": error.to_string(),
+        "request_id": request_id,
+    });
+    let mut response = Response::new(ResponseBody::full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let ProxyError::MethodNotAllowed { allow } = error {
+        if let Ok(v) = HeaderValue::from_str(allow) {
+            headers.insert(ALLOW, v);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_body_carries_request_id_and_allow() {
+        let e = ProxyError::MethodNotAllowed {
+            allow: "GET, PUT".into(),
+        };
+        let r = rescue(&e, "abc");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            r.headers().get(ALLOW).map(|v| v.as_bytes()),
+            Some(&b"GET, PUT"[..])
+        );
+        assert_eq!(
+            r.headers().get(CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/problem+json"[..])
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Router tests: precedence, methods, hosts, prefixes, and a property test that every
+//! configured static path is found.
+
+use super::*;
+use proptest::prelude::*;
+
+fn router(routes: &str) -> Router {
+    let src = format!("[clusters.c]\ntargets = [\"http://127.0.0.1:1\"]\n{routes}");
+    let config = sluice_config::parse(&src, "t.toml").expect("valid config");
+    Router::build(&config).expect("router builds")
+}
+
+fn found(r: &Router, host: Option<&str>, method: Method, path: &str) -> Option<usize> {
+    match r.lookup(host, &method, path) {
+        RouteMatch::Found { route, .. } => Some(route),
+        _ => None,
+    }
+}
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "static"
+path = "/users/me"
+cluster = "c"
+[[routes]]
+name = "param"
+path = "/users/{id}"
+methods = ["GET", "PUT"]
+cluster = "c"
+[[routes]]
+name = "rest"
+path = "/users/{id}/{*rest}"
+cluster = "c"
+[[routes]]
+name = "files"
+prefix = "/static"
+cluster = "c"
+[[routes]]
+name = "exact-host"
+path = "/"
+hosts = ["api.example.com"]
+cluster = "c"
+[[routes]]
+name = "wild-host"
+path = "/"
+hosts = ["*.example.com"]
+cluster = "c"
+[[routes]]
+name = "any-host"
+path = "/"
+cluster = "c"
+"#;
+
+#[test]
+fn static_beats_param_beats_catch_all() {
+    let r = router(ROUTES);
+    assert_eq!(found(&r, None, Method::GET, "/users/me"), Some(0));
+    assert_eq!(found(&r, None, Method::GET, "/users/42"), Some(1));
+    assert_eq!(found(&r, None, Method::GET, "/users/42/a/b"), Some(2));
+    match r.lookup(None, &Method::GET, "/users/42") {
+        RouteMatch::Found { params, .. } => assert_eq!(params, vec![("id", "42")]),
+        other => panic!("expected a match, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_method_lists_allowed() {
+    let r = router(ROUTES);
+    assert_eq!(
+        r.lookup(None, &Method::DELETE, "/users/42"),
+        RouteMatch::MethodNotAllowed {
+            allow: "GET, HEAD, PUT".into()
+        }
+    );
+    assert_eq!(found(&r, None, Method::HEAD, "/users/42"), Some(1));
+}
+
+#[test]
+fn prefix_matches_itself_and_below_only() {
+    let r = router(ROUTES);
+    assert_eq!(found(&r, None, Method::GET, "/static"), Some(3));
+    assert_eq!(found(&r, None, Method::GET, "/static/"), Some(3));
+    assert_eq!(found(&r, None, Method::GET, "/static/css/a.css"), Some(3));
+    assert_eq!(found(&r, None, Method::GET, "/staticfoo"), None);
+}
+
+#[test]
+fn exact_beats_wildcard_beats_any_host() {
+    let r = router(ROUTES);
+    assert_eq!(
+        found(&r, Some("api.example.com"), Method::GET, "/"),
+        Some(4)
+    );
+    assert_eq!(
+        found(&r, Some("www.example.com"), Method::GET, "/"),
+        Some(5)
+    );
+    assert_eq!(found(&r, Some("example.org"), Method::GET, "/"), Some(6));
+    assert_eq!(found(&r, None, Method::GET, "/"), Some(6));
+    assert_eq!(found(&r, Some("example.com"), Method::GET, "/"), Some(6));
+}
+
+#[test]
+fn host_falls_back_to_any_host_routes_for_other_paths() {
+    let r = router(ROUTES);
+    assert_eq!(
+        found(&r, Some("api.example.com"), Method::GET, "/users/me"),
+        Some(0)
+    );
+}
+
+#[test]
+fn no_match_is_not_found() {
+    let r = router(ROUTES);
+    assert_eq!(
+        r.lookup(None, &Method::GET, "/nothing/here"),
+        RouteMatch::NotFound
+    );
+}
+
+#[test]
+fn conflicting_parameter_names_are_config_errors() {
+    let src = "[clusters.c]\ntargets = [\"http://127.0.0.1:1\"]\n[[routes]]\nname = \"a\"\npath = \"/u/{id}\"\nmethods = [\"GET\"]\ncluster = \"c\"\n[[routes]]\nname = \"b\"\npath = \"/u/{name}\"\nmethods = [\"PUT\"]\ncluster = \"c\"\n";
+    let config = sluice_config::parse(src, "t.toml").expect("valid config");
+    let errors = Router::build(&config).expect_err("conflict");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("t.toml:8:1: routes[1]: path conflicts with `/u/{id}` of route `a`"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn strips_ports_from_hosts() {
+    assert_eq!(host_without_port("a.com:8080"), "a.com");
+    assert_eq!(host_without_port("a.com"), "a.com");
+    assert_eq!(host_without_port("[::1]:80"), "[::1]");
+}
+
+proptest! {
+    #[test]
+    fn every_static_route_is_found(segs in proptest::collection::btree_set("[a-z]{1,6}(/[a-z0-9]{1,4}){0,3}", 1..40)) {
+        let routes: String = segs.iter().enumerate().map(|(i, s)| format!("[[routes]]\nname = \"r{i}\"\npath = \"/{s}\"\ncluster = \"c\"\n")).collect();
+        let r = router(&routes);
+        for (i, s) in segs.iter().enumerate() {
+            let path = format!("/{s}");
+            prop_assert_eq!(found(&r, None, Method::GET, &path), Some(i));
+        }
+    }
+}

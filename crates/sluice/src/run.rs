@@ -1,0 +1,151 @@
+//! `sluice run` and `sluice validate`: load the configuration, start the runtime, bind the
+//! listeners, serve until SIGTERM or SIGINT, drain, exit.
+
+use crate::cli::{LogFormat, RunArgs, ValidateArgs};
+use sluice_config::{Config, ConfigErrors};
+use sluice_proxy::{Gateway, Listeners, Snapshot};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Loads a file, or the built-in default, and checks that it builds a runnable snapshot.
+fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigErrors> {
+    let config = match path {
+        Some(p) => sluice_config::load(p)?,
+        None => sluice_config::default_config()?,
+    };
+    Snapshot::build(config.clone(), 0)?;
+    Ok(config)
+}
+
+pub fn validate(args: &ValidateArgs) -> ExitCode {
+    match load(Some(&args.config)) {
+        Ok(_) => {
+            println!("{}: ok", args.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let config = match load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match build_runtime(config.server.threads) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = if threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        threads
+    };
+    if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let listeners = Listeners::bind(&config.server).map_err(|e| e.to_string())?;
+    let admin = match config.admin.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?,
+        ),
+        None => None,
+    };
+    let source = config.source.clone();
+    let gateway = Gateway::new(config).map_err(|e| e.to_string())?;
+    for addr in listeners.local_addrs() {
+        tracing::info!(%addr, "listening");
+    }
+    for (path, _) in &listeners.unix {
+        tracing::info!(path = %path.display(), "listening on unix socket");
+    }
+    tracing::info!(config = %source, version = env!("CARGO_PKG_VERSION"), "sluice started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(listener) = admin {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "admin listening");
+        }
+        let mut stop = stop_rx.clone();
+        let gw = Arc::clone(&gateway);
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = sluice_admin::serve(listener, gw, stopped).await {
+                tracing::error!("admin listener failed: {e}");
+            }
+        });
+    }
+    let drained = sluice_proxy::serve(gateway, listeners, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    tracing::info!(drained, "sluice stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
