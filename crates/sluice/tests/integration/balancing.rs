@@ -1,0 +1,1 @@
+//! balancing tests (to be written).

@@ -1,0 +1,382 @@
+//! Shared test helpers: start the real gateway as a child process on free ports, origins
+//! written with hyper, and clients (hyper h1/h2 and raw TCP for exact bytes).
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener};
+
+/// A fresh scratch directory for one test.
+pub fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-it-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `sluice run` process. Killed on drop.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the gateway with `body` (clusters, routes...) after a `[server]` table on a
+    /// free port holding `server_lines`, and an admin listener on another free port.
+    pub async fn start_with(server_lines: &str, body: &str) -> Gateway {
+        let dir = scratch_dir();
+        let port = free_port();
+        let admin_port = free_port();
+        let config = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\nshutdown_grace = \"10s\"\n{server_lines}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
+        );
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::File::create(dir.join("sluice.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--log-format", "json", "-c"])
+            .arg(&config_path)
+            .stdout(Stdio::from(log.try_clone().expect("log clone")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluice");
+        let gw = Gateway {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            dir,
+            config_path,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// Starts the gateway with default `[server]` settings.
+    pub async fn start(body: &str) -> Gateway {
+        Gateway::start_with("", body).await
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok((200, _, _)) = try_get(&format!("http://{}/ready", self.admin)).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("sluice did not become ready; log:\n{}", self.log());
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://127.0.0.1:ADMIN_PORT` + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sluice.log")).unwrap_or_default()
+    }
+
+    /// Sends a signal to the gateway process (e.g. "TERM").
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        tokio::task::spawn_blocking(move || child.wait().ok().and_then(|s| s.code()))
+            .await
+            .expect("join")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What an origin saw of one request.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Seen {
+    pub origin: String,
+    pub method: String,
+    pub uri: String,
+    pub version: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body: String,
+}
+
+impl Seen {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// An origin answering every request with the JSON of what it saw ([`Seen`]).
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// An echo origin on a free TCP port; HTTP/1.1 and HTTP/2 (prior knowledge).
+    pub async fn echo(name: &str) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (n, h) = (name.to_string(), Arc::clone(&hits));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                serve_echo(TokioIo::new(stream), n.clone(), Arc::clone(&h));
+            }
+        });
+        Origin {
+            addr,
+            name: name.to_string(),
+            hits,
+            task,
+        }
+    }
+
+    /// An echo origin on a Unix socket at `path`.
+    pub async fn echo_unix(name: &str, path: &Path) -> Origin {
+        let listener = UnixListener::bind(path).expect("bind unix origin");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (n, h) = (name.to_string(), Arc::clone(&hits));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                serve_echo(TokioIo::new(stream), n.clone(), Arc::clone(&h));
+            }
+        });
+        Origin {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            name: name.to_string(),
+            hits,
+            task,
+        }
+    }
+
+    /// An origin running `handler` for every request, on a free TCP port.
+    pub async fn custom<F, Fut>(name: &str, handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<
+                Output = Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>>,
+            > + Send
+            + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = Arc::clone(&hits);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (handler, h) = (handler.clone(), Arc::clone(&h));
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        h.fetch_add(1, Ordering::Relaxed);
+                        let fut = handler(req);
+                        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin {
+            addr,
+            name: name.to_string(),
+            hits,
+            task,
+        }
+    }
+}
+
+fn serve_echo<I>(io: I, name: String, hits: Arc<AtomicUsize>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |req: Request<Incoming>| {
+            hits.fetch_add(1, Ordering::Relaxed);
+            let name = name.clone();
+            async move {
+                let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (k, v) in req.headers() {
+                    headers
+                        .entry(k.as_str().to_string())
+                        .or_default()
+                        .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+                }
+                let method = req.method().to_string();
+                let uri = req.uri().to_string();
+                let version = format!("{:?}", req.version());
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let seen = Seen {
+                    origin: name.clone(),
+                    method,
+                    uri,
+                    version,
+                    headers,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                };
+                let json = serde_json::to_vec(&seen).expect("json");
+                let response = Response::builder()
+                    .header("content-type", "application/json")
+                    .header("x-origin", name)
+                    .body(Full::new(Bytes::from(json)))
+                    .expect("response");
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(io, service)
+            .await;
+    });
+}
+
+/// A response as a test sees it.
+pub type Answer = (u16, http::HeaderMap, Bytes);
+
+/// GET over HTTP/1.1, panicking on connection errors.
+pub async fn get(url: &str) -> Answer {
+    try_get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// GET over HTTP/1.1.
+pub async fn try_get(url: &str) -> Result<Answer, String> {
+    send(
+        Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?,
+        false,
+    )
+    .await
+}
+
+/// Sends a request over HTTP/1.1 or HTTP/2 (prior knowledge) on a fresh connection.
+pub async fn send(request: Request<Full<Bytes>>, http2: bool) -> Result<Answer, String> {
+    let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+    builder.http2_only(http2).pool_max_idle_per_host(0);
+    let client = builder.build_http::<Full<Bytes>>();
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, headers, body))
+}
+
+/// Parses a body the echo origin wrote.
+pub fn seen(body: &Bytes) -> Seen {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not an echo body ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Writes `bytes` on a new TCP connection and reads until the peer closes or goes
+/// quiet for `quiet` (a bound on the wait, not an assertion).
+pub fn raw(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> String {
+    let mut stream = StdTcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(quiet)).expect("timeout");
+    stream.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs `raw` on a blocking thread.
+pub async fn raw_async(addr: SocketAddr, bytes: Vec<u8>, quiet: Duration) -> String {
+    tokio::task::spawn_blocking(move || raw(addr, &bytes, quiet))
+        .await
+        .expect("join")
+}

@@ -1,0 +1,1 @@
+//! proxying tests (to be written).

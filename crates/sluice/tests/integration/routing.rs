@@ -1,0 +1,1 @@
+//! routing tests (to be written).
