@@ -12,17 +12,34 @@ pub struct Location {
 impl Location {
     pub const START: Location = Location { line: 1, col: 1 };
 
-    /// The line and column of a byte offset in `source`.
+    /// The line and column of a byte offset in `source`. For many lookups in one file,
+    /// build a [`LineIndex`] once instead.
     pub fn from_offset(source: &str, offset: usize) -> Location {
+        LineIndex::new(source).locate(source, offset)
+    }
+}
+
+/// Where each line of a file starts, so that locating an offset is a binary search
+/// rather than a scan from the top (a 10,000-route file has many offsets to locate).
+#[derive(Debug)]
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub fn new(source: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// The 1-based line and column (in characters) of `offset` in `source`.
+    pub fn locate(&self, source: &str, offset: usize) -> Location {
         let offset = offset.min(source.len());
-        let before = source.get(..offset).unwrap_or(source);
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let col = before
-            .get(line_start..)
-            .map(|s| s.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let line = self.starts.partition_point(|s| *s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let col = source.get(start..offset).map_or(0, |s| s.chars().count()) + 1;
         Location { line, col }
     }
 }
@@ -137,6 +154,9 @@ mod tests {
         let src = "a = 1\nbb = 2\n";
         assert_eq!(Location::from_offset(src, 0), Location { line: 1, col: 1 });
         assert_eq!(Location::from_offset(src, 7), Location { line: 2, col: 2 });
+        assert_eq!(Location::from_offset(src, 6), Location { line: 2, col: 1 });
+        assert_eq!(Location::from_offset(src, 5), Location { line: 1, col: 6 });
+        assert_eq!(Location::from_offset(src, 99), Location { line: 3, col: 1 });
     }
 
     #[test]

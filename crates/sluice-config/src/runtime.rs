@@ -123,7 +123,7 @@ pub struct Route {
 }
 
 /// The path part of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PathPattern {
     /// `path = "/users/{id}/{*rest}"`.
     Template(String),

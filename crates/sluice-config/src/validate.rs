@@ -1,11 +1,12 @@
 //! Raw file -> runtime [`Config`], collecting every problem with its location and key.
 
+use crate::error::LineIndex;
 use crate::raw::{self, SizeValue, TargetConfig};
 use crate::runtime::*;
 use crate::units::{parse_duration, parse_size};
 use crate::{ConfigError, ConfigErrors, Location};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -14,13 +15,14 @@ use toml::Spanned;
 
 struct Checker<'a> {
     source: &'a str,
+    lines: LineIndex,
     file: &'a str,
     errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
     fn at(&self, span: &Range<usize>) -> Location {
-        Location::from_offset(self.source, span.start)
+        self.lines.locate(self.source, span.start)
     }
 
     fn fail(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
@@ -106,6 +108,7 @@ pub(crate) fn validate(
 ) -> Result<Config, ConfigErrors> {
     let mut c = Checker {
         source,
+        lines: LineIndex::new(source),
         file,
         errors: Vec::new(),
     };
@@ -420,6 +423,7 @@ fn parse_hash_key(text: &str) -> Result<HashKey, String> {
 fn routes(c: &mut Checker, raw: &[Spanned<raw::RouteConfig>], clusters: &[&str]) -> Vec<Route> {
     let mut seen_names: BTreeMap<String, Location> = BTreeMap::new();
     let mut out: Vec<Route> = Vec::new();
+    let mut by_path: HashMap<PathPattern, Vec<usize>> = HashMap::new();
     for (i, r) in raw.iter().enumerate() {
         let key = format!("routes[{i}]");
         let location = c.at(&r.span());
@@ -440,7 +444,8 @@ fn routes(c: &mut Checker, raw: &[Spanned<raw::RouteConfig>], clusters: &[&str])
             }
         }
         if let Some(route) = route {
-            if let Some(other) = out.iter().find(|o| overlaps(o, &route)) {
+            let same_path = by_path.get(&route.path).into_iter().flatten();
+            if let Some(other) = same_path.map(|&o| &out[o]).find(|o| overlaps(o, &route)) {
                 let msg = format!(
                     "route `{}` has the same host, method and path as route `{}` (line {})",
                     route.name, other.name, other.location.line
@@ -455,6 +460,10 @@ fn routes(c: &mut Checker, raw: &[Spanned<raw::RouteConfig>], clusters: &[&str])
                 c.fail(span, &key, msg);
             }
             if c.errors.len() == before {
+                by_path
+                    .entry(route.path.clone())
+                    .or_default()
+                    .push(out.len());
                 out.push(route);
             }
         }

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Side-by-side load test: Sluice and nginx, one worker each, proxying to the same origin
+# over keep-alive connections. Prints req/s, p50, p99 and RSS for each, and the ratios.
+#
+#   bench/run.sh                 # defaults: 10s per run, 50 connections
+#   DURATION=30s CONNS=100 bench/run.sh
+#
+# Needs nginx, wrk and h2load (Debian: nginx-light wrk nghttp2-client); installs them
+# when missing. The proxy under test is pinned to CPU 0; origin and load generator to
+# the other CPUs, so both proxies get the same single core.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-50}
+H2_STREAMS=${H2_STREAMS:-10}
+ORIGIN_PORT=${ORIGIN_PORT:-18080}
+NGINX_PORT=${NGINX_PORT:-18081}
+SLUICE_PORT=${SLUICE_PORT:-18082}
+SLUICE_ADMIN=${SLUICE_ADMIN:-18083}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk || ! need h2load; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk nghttp2-client >/dev/null
+fi
+
+PROXY_CPU=0
+OTHER_CPUS=$(( $(nproc) > 1 ? 1 : 0 ))-$(( $(nproc) - 1 ))
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+cargo build --release -p sluice -q
+SLUICE=target/release/sluice
+
+mkdir -p "$work/origin" "$work/proxy"
+cat > "$work/origin/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $work/origin/error.log warn;
+pid $work/origin/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT;
+    location / { return 200 "hello from the origin, a small JSON-sized answer\n"; }
+  }
+}
+CONF
+
+cat > "$work/proxy/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $work/proxy/error.log warn;
+pid $work/proxy/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:$((NGINX_PORT + 10)) http2;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+
+cat > "$work/sluice.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$SLUICE_PORT"]
+threads = 1
+access_log = false
+
+[admin]
+listen = "127.0.0.1:$SLUICE_ADMIN"
+
+[clusters.origin]
+targets = ["http://127.0.0.1:$ORIGIN_PORT"]
+
+[[routes]]
+name = "all"
+prefix = "/"
+cluster = "origin"
+CONF
+
+taskset -c "$OTHER_CPUS" nginx -c "$work/origin/nginx.conf" -p "$work/origin" 2>/dev/null & pids+=($!)
+taskset -c "$PROXY_CPU" nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" 2>/dev/null & pids+=($!)
+taskset -c "$PROXY_CPU" "$SLUICE" run -c "$work/sluice.toml" >"$work/sluice.log" 2>&1 & sluice_pid=$!; pids+=($sluice_pid)
+
+for port in $ORIGIN_PORT $NGINX_PORT $SLUICE_PORT; do
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.05; done
+done
+
+rss_kb() { ps -o rss= -p "$1" | tr -d ' '; }
+nginx_worker() { pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1; }
+sluice_idle_rss=$(rss_kb "$sluice_pid")
+
+# wrk: "Requests/sec: N" and the latency distribution lines "50% 1.2ms".
+to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v=v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v=v*1000 }; printf "%.3f", v }'; }
+run_wrk() {
+  local out; out=$(taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$1/bench" 2>&1)
+  local rps p50 p99 errs
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+  errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+  echo "$rps $p50 $p99 ${errs:-none}"
+}
+# h2load: one connection per client, $H2_STREAMS concurrent streams each.
+run_h2load() {
+  local out; out=$(taskset -c "$OTHER_CPUS" h2load -c"$CONNS" -m"$H2_STREAMS" -D"${DURATION%s}" "http://127.0.0.1:$1/bench" 2>&1)
+  local rps errs
+  rps=$(awk '/^finished in/ {gsub(",","",$4); print $4}' <<<"$out")
+  errs=$(awk '/^requests:/ {print $8, $9, $10, $11}' <<<"$out")
+  echo "$rps - - $errs"
+}
+
+# Warm both proxies (pools filled, code paged in) before measuring.
+taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1
+taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$SLUICE_PORT/" >/dev/null 2>&1
+
+read -r n1_rps n1_p50 n1_p99 n1_err < <(run_wrk $NGINX_PORT)
+read -r s1_rps s1_p50 s1_p99 s1_err < <(run_wrk $SLUICE_PORT)
+read -r n2_rps _ _ n2_err < <(run_h2load $((NGINX_PORT + 10)))
+read -r s2_rps _ _ s2_err < <(run_h2load $SLUICE_PORT)
+sluice_rss=$(rss_kb "$sluice_pid")
+nginx_rss=$(rss_kb "$(nginx_worker)")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+echo "Sluice vs nginx, one worker each on CPU $PROXY_CPU; $CONNS connections, $DURATION per run"
+echo
+printf '| %-26s | %12s | %12s | %8s |\n' "run" "sluice" "nginx" "ratio"
+printf '|%s|%s|%s|%s|\n' "----------------------------" "--------------" "--------------" "----------"
+printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/1.1 req/s (wrk)" "$s1_rps" "$n1_rps" "$(ratio "$s1_rps" "$n1_rps")"
+printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p50 ms" "$s1_p50" "$n1_p50" "$(ratio "$s1_p50" "$n1_p50")"
+printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p99 ms" "$s1_p99" "$n1_p99" "$(ratio "$s1_p99" "$n1_p99")"
+printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/2 req/s (h2load)" "$s2_rps" "$n2_rps" "$(ratio "$s2_rps" "$n2_rps")"
+printf '| %-26s | %12s | %12s | %8s |\n' "RSS after load (MB)" "$(awk -v k="$sluice_rss" 'BEGIN{printf "%.1f", k/1024}')" "$(awk -v k="$nginx_rss" 'BEGIN{printf "%.1f", k/1024}')" "$(ratio "$sluice_rss" "$nginx_rss")"
+printf '| %-26s | %12s | %12s | %8s |\n' "Sluice idle RSS (MB)" "$(awk -v k="$sluice_idle_rss" 'BEGIN{printf "%.1f", k/1024}')" "" ""
+echo
+echo "errors: sluice h1 [$s1_err] nginx h1 [$n1_err] sluice h2 [$s2_err] nginx h2 [$n2_err]"
+
+# Loading a 10,000-route file: validation plus router build, as `sluice run` does.
+routes_file="$work/routes.toml"
+{
+  echo '[clusters.c]'; echo 'targets = ["http://127.0.0.1:1"]'
+  for i in $(seq 1 10000); do printf '[[routes]]\nname = "r%d"\npath = "/api/v%d/items/{id}/sub%d"\ncluster = "c"\n' "$i" $((i % 7)) "$i"; done
+} > "$routes_file"
+start=$(date +%s%N); "$SLUICE" validate -c "$routes_file" >/dev/null; end=$(date +%s%N)
+echo "10,000-route file validated and routed in $(( (end - start) / 1000000 )) ms"
