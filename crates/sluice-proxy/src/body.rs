@@ -94,7 +94,7 @@ impl RequestRecord {
                 path = %self.path,
                 route = %self.route,
                 status = self.status.as_u16(),
-                target = self.target.as_deref().unwrap_or("-"),
+                upstream = self.target.as_deref().unwrap_or("-"),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 bytes = self.bytes,
                 request_id = %self.request_id,

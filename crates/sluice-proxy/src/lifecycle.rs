@@ -7,7 +7,7 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
 use crate::upstream::headers::{set_forwarded, set_upgrade, strip_hop_by_hop};
-use http::header::{HeaderValue, HOST, SET_COOKIE};
+use http::header::{HeaderValue, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, Method, Request, Response, StatusCode, Uri, Version};
@@ -114,6 +114,7 @@ async fn proxy(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();
     check_limits(&parts, &snapshot.config.server.limits)?;
+    check_framing(&parts)?;
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
@@ -222,8 +223,24 @@ fn check_limits(parts: &Parts, limits: &Limits) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Only a plain `chunked` transfer coding is understood. hyper accepts any list ending in
+/// `chunked` (`gzip, chunked`), whose other codings re-framing would silently drop.
+fn check_framing(parts: &Parts) -> Result<(), ProxyError> {
+    let mut codings = parts.headers.get_all(TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(te), None) if te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(ProxyError::BadFraming(
+            "only `Transfer-Encoding: chunked` is supported",
+        )),
+    }
+}
+
 /// The host the client asked for (`:authority` or `Host`), lowercased, port removed.
 fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, ProxyError> {
+    if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
     let header = parts.headers.get(HOST).map(|h| {
         h.to_str()
             .map_err(|_| ProxyError::BadRequest("the Host header is not valid text"))
@@ -276,11 +293,7 @@ fn upstream_path(
     params: &[(&str, &str)],
 ) -> Result<PathAndQuery, ProxyError> {
     let rewritten: Cow<'_, str> = if let Some(template) = &route.rewrite {
-        let mut out = template.clone();
-        for (name, value) in params {
-            out = out.replace(&format!("{{{name}}}"), value);
-        }
-        Cow::Owned(out)
+        Cow::Owned(expand_rewrite(template, params))
     } else if let Some(rest) = route
         .strip_prefix
         .as_deref()
@@ -304,6 +317,27 @@ fn upstream_path(
     };
     PathAndQuery::try_from(full)
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not valid"))
+}
+
+/// Fills `{name}` in a rewrite template in one pass, so that a parameter's value is never
+/// itself expanded (`/p/{b}/x` must not smuggle `{b}` into another parameter).
+fn expand_rewrite(template: &str, params: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}').map(|c| open + c) else {
+            break;
+        };
+        let name = &rest[open + 1..close];
+        match params.iter().find(|(k, _)| *k == name) {
+            Some((_, value)) => out.push_str(value),
+            None => out.push_str(&rest[open..=close]),
+        }
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The absolute URI the pooled client needs; sets `Host` as the cluster wants it.
@@ -363,5 +397,27 @@ fn request_id(request: &Request<Incoming>) -> HeaderValue {
             let id = format!("{:032x}", fastrand::u128(..));
             HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_rewrite;
+
+    #[test]
+    fn rewrite_expands_each_parameter_once() {
+        assert_eq!(
+            expand_rewrite("/v2/users/{id}", &[("id", "42")]),
+            "/v2/users/42"
+        );
+        assert_eq!(
+            expand_rewrite("/x/{a}/{b}", &[("a", "{b}"), ("b", "zz")]),
+            "/x/{b}/zz"
+        );
+        assert_eq!(
+            expand_rewrite("/files/{rest}", &[("rest", "a/b.txt")]),
+            "/files/a/b.txt"
+        );
+        assert_eq!(expand_rewrite("/fixed", &[("id", "1")]), "/fixed");
     }
 }

@@ -2,7 +2,7 @@
 //! `application/problem+json` body carrying the request id.
 
 use crate::body::ResponseBody;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use std::time::Duration;
 
@@ -15,6 +15,12 @@ pub enum ProxyError {
     MethodNotAllowed { allow: String },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request's framing cannot be trusted: the connection must not carry another.
+    #[error("bad request framing: {0}")]
+    BadFraming(&'static str),
+    /// The client's request body broke off or was malformed while being forwarded.
+    #[error("the request body could not be read: {0}")]
+    DownstreamBody(String),
     #[error("request URI is {0} bytes, over the limit of {1}")]
     UriTooLong(usize, usize),
     #[error("request headers are over the limit ({0})")]
@@ -37,7 +43,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_)
+            | ProxyError::BadFraming(_)
+            | ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong(..) => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -53,7 +61,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute(_) => "no_route",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
-            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadRequest(_) | ProxyError::BadFraming(_) => "bad_request",
+            ProxyError::DownstreamBody(_) => "bad_request_body",
             ProxyError::UriTooLong(..) => "uri_too_long",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
             ProxyError::Connect { .. } => "upstream_connect_failed",
@@ -93,10 +102,16 @@ pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
         CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    if let ProxyError::MethodNotAllowed { allow } = error {
-        if let Ok(v) = HeaderValue::from_str(allow) {
-            headers.insert(ALLOW, v);
+    match error {
+        ProxyError::MethodNotAllowed { allow } => {
+            if let Ok(v) = HeaderValue::from_str(allow) {
+                headers.insert(ALLOW, v);
+            }
         }
+        ProxyError::BadFraming(_) | ProxyError::DownstreamBody(_) => {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     response
 }
@@ -120,5 +135,17 @@ mod tests {
             r.headers().get(CONTENT_TYPE).map(|v| v.as_bytes()),
             Some(&b"application/problem+json"[..])
         );
+    }
+
+    #[test]
+    fn bad_framing_closes_the_connection() {
+        let r = rescue(&ProxyError::BadFraming("te"), "abc");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            r.headers().get(CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"close"[..])
+        );
+        let r = rescue(&ProxyError::BadRequest("path"), "abc");
+        assert!(r.headers().get(CONNECTION).is_none());
     }
 }

@@ -133,12 +133,16 @@ impl Cluster {
             }
         }
         let ip_text;
+        let normal_path;
         let key: Option<&[u8]> = match &self.hash_key {
             None => None,
             Some(HashKey::Header(name)) => request.headers.get(name).map(|v| v.as_bytes()),
             Some(HashKey::Cookie(name)) => sticky::cookie(request, name).map(str::as_bytes),
             Some(HashKey::Query(name)) => query_param(request.uri.query(), name).map(str::as_bytes),
-            Some(HashKey::Path) => Some(request.uri.path().as_bytes()),
+            Some(HashKey::Path) => {
+                normal_path = crate::router::path::normalize(request.uri.path()).ok();
+                normal_path.as_deref().map(str::as_bytes)
+            }
             Some(HashKey::Ip) => {
                 ip_text = client_ip.map(|ip| ip.to_string());
                 ip_text.as_deref().map(str::as_bytes)
@@ -170,7 +174,36 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 
 #[cfg(test)]
 mod tests {
-    use super::query_param;
+    use super::{query_param, Cluster};
+
+    fn hash_cluster(key: &str) -> Cluster {
+        let src = format!("[clusters.c]\ntargets = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\nbalance = \"hash\"\nhash_key = \"{key}\"\n");
+        let config = sluice_config::parse(&src, "t.toml").expect("valid config");
+        Cluster::new(&config.clusters[0])
+    }
+
+    fn pick(cluster: &Cluster, uri: &str) -> usize {
+        let (parts, _) = http::Request::get(uri)
+            .body(())
+            .expect("request")
+            .into_parts();
+        let target = cluster.pick(&parts, None).target;
+        cluster
+            .targets
+            .iter()
+            .position(|t| std::sync::Arc::ptr_eq(t, &target))
+            .expect("a target of the cluster")
+    }
+
+    #[test]
+    fn path_hash_uses_the_normalised_path() {
+        let cluster = hash_cluster("path");
+        for k in 0..50 {
+            let plain = pick(&cluster, &format!("/items/{k}"));
+            assert_eq!(pick(&cluster, &format!("/x/../items/./{k}?q=1")), plain);
+            assert_eq!(pick(&cluster, &format!("//items//{k}")), plain);
+        }
+    }
 
     #[test]
     fn finds_query_params() {

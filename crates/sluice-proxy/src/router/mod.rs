@@ -1,6 +1,8 @@
 //! Host + method + path routing. Hosts pick a group (exact, then `*.wildcard` longest
 //! first, then any-host); each group is a radix tree (matchit) where static segments beat
 //! `{param}` beat `{*catch_all}`; a path that matches with the wrong method answers 405.
+//! matchit refuses a `{param}` and a `{*catch_all}` at the same place, so a template it
+//! refuses goes to another tree, and the most specific match across trees wins.
 
 pub mod path;
 
@@ -15,8 +17,8 @@ const PREFIX_REST: &str = "__sluice_prefix_rest";
 #[derive(Debug, Default)]
 pub struct Router {
     exact: HashMap<String, PathTable>,
-    /// `(".example.com", table)`, longest suffix first.
-    wildcard: Vec<(String, PathTable)>,
+    /// `".example.com"` -> table; a host tries its suffixes longest first.
+    wildcard: HashMap<String, PathTable>,
     any: PathTable,
 }
 
@@ -37,10 +39,15 @@ pub enum RouteMatch<'r> {
 
 #[derive(Debug, Default)]
 struct PathTable {
-    tree: matchit::Router<usize>,
+    /// Trees of entry indexes; a template goes to the first tree that takes it.
+    trees: Vec<matchit::Router<usize>>,
     /// Candidates per tree entry: (methods or None for any, route index).
     entries: Vec<Vec<(Option<Vec<Method>>, usize)>>,
+    /// Per entry, its [`specificity`]: lower is more specific.
+    ranks: Vec<Vec<u8>>,
     templates: HashMap<String, usize>,
+    /// Template with parameter names erased -> the template, to refuse renamed twins.
+    shapes: HashMap<String, String>,
 }
 
 impl Router {
@@ -66,14 +73,7 @@ impl Router {
                 let table = match host {
                     HostPattern::Exact(h) => router.exact.entry(h.clone()).or_default(),
                     HostPattern::Wildcard(suffix) => {
-                        match router.wildcard.iter().position(|(s, _)| s == suffix) {
-                            Some(i) => &mut router.wildcard[i].1,
-                            None => {
-                                router.wildcard.push((suffix.clone(), PathTable::default()));
-                                let last = router.wildcard.len() - 1;
-                                &mut router.wildcard[last].1
-                            }
-                        }
+                        router.wildcard.entry(suffix.clone()).or_default()
                     }
                 };
                 if let Err(e) = table.insert(config, index) {
@@ -81,9 +81,6 @@ impl Router {
                 }
             }
         }
-        router
-            .wildcard
-            .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         if errors.is_empty() {
             Ok(router)
         } else {
@@ -103,10 +100,9 @@ impl Router {
             .and_then(|h| self.exact.get(h))
             .into_iter()
             .chain(
-                self.wildcard
-                    .iter()
-                    .filter(move |(suffix, _)| host.is_some_and(|h| h.ends_with(suffix.as_str())))
-                    .map(|(_, t)| t),
+                host.into_iter()
+                    .flat_map(|h| h.match_indices('.').map(move |(i, _)| &h[i..]))
+                    .filter_map(|suffix| self.wildcard.get(suffix)),
             )
             .chain(std::iter::once(&self.any));
         for table in tables {
@@ -142,10 +138,9 @@ impl PathTable {
                 Some(&e) => e,
                 None => {
                     let e = self.entries.len();
-                    self.tree
-                        .insert(template.clone(), e)
-                        .map_err(|err| conflict(config, &err))?;
+                    self.insert_template(config, &template, e)?;
                     self.entries.push(Vec::new());
+                    self.ranks.push(specificity(&template));
                     self.templates.insert(template, e);
                     e
                 }
@@ -155,8 +150,43 @@ impl PathTable {
         Ok(())
     }
 
+    /// Puts a new template in the first tree without a conflicting one.
+    fn insert_template(
+        &mut self,
+        config: &Config,
+        template: &str,
+        entry: usize,
+    ) -> Result<(), String> {
+        let shape = shape(template);
+        if let Some(twin) = self.shapes.get(&shape) {
+            let with = twin.clone();
+            return Err(conflict(config, &matchit::InsertError::Conflict { with }));
+        }
+        for tree in &mut self.trees {
+            match tree.insert(template, entry) {
+                Ok(()) => {
+                    self.shapes.insert(shape, template.to_string());
+                    return Ok(());
+                }
+                Err(matchit::InsertError::Conflict { .. }) => {}
+                Err(other) => return Err(conflict(config, &other)),
+            }
+        }
+        let mut tree = matchit::Router::new();
+        tree.insert(template, entry)
+            .map_err(|err| conflict(config, &err))?;
+        self.trees.push(tree);
+        self.shapes.insert(shape, template.to_string());
+        Ok(())
+    }
+
     fn lookup<'r>(&'r self, method: &Method, path: &'r str) -> RouteMatch<'r> {
-        let Ok(found) = self.tree.at(path) else {
+        let Some(found) = self
+            .trees
+            .iter()
+            .filter_map(|tree| tree.at(path).ok())
+            .min_by(|a, b| self.ranks[*a.value].cmp(&self.ranks[*b.value]))
+        else {
             return RouteMatch::NotFound;
         };
         let candidates = &self.entries[*found.value];
@@ -191,6 +221,32 @@ impl PathTable {
             }
         }
     }
+}
+
+/// Segment kinds, left to right: 0 static, 1 `{param}`, 2 `{*catch_all}`. Of two
+/// templates matching one path, the smaller (static earliest) is the more specific.
+fn specificity(template: &str) -> Vec<u8> {
+    template
+        .split('/')
+        .map(|s| match s.strip_prefix('{') {
+            Some(p) if p.starts_with('*') => 2,
+            Some(_) => 1,
+            None => 0,
+        })
+        .collect()
+}
+
+/// `template` with parameter names erased: two templates of one shape match the same paths.
+fn shape(template: &str) -> String {
+    template
+        .split('/')
+        .map(|s| match s.strip_prefix('{') {
+            Some(p) if p.starts_with('*') => "{*}",
+            Some(_) => "{}",
+            None => s,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn conflict(config: &Config, err: &matchit::InsertError) -> String {

@@ -64,6 +64,49 @@ fn static_beats_param_beats_catch_all() {
 }
 
 #[test]
+fn param_beats_catch_all_or_prefix_in_the_same_place() {
+    let r = router(
+        r#"
+[[routes]]
+name = "me"
+path = "/users/me"
+cluster = "c"
+[[routes]]
+name = "param"
+path = "/users/{id}"
+cluster = "c"
+[[routes]]
+name = "catch-all"
+path = "/users/{*rest}"
+cluster = "c"
+[[routes]]
+name = "orders"
+path = "/users/{user}/orders"
+cluster = "c"
+[[routes]]
+name = "page"
+path = "/docs/{page}"
+cluster = "c"
+[[routes]]
+name = "docs"
+prefix = "/docs"
+cluster = "c"
+"#,
+    );
+    assert_eq!(found(&r, None, Method::GET, "/users/me"), Some(0));
+    assert_eq!(found(&r, None, Method::GET, "/users/42"), Some(1));
+    assert_eq!(found(&r, None, Method::GET, "/users/42/a/b"), Some(2));
+    assert_eq!(found(&r, None, Method::GET, "/users/me/orders"), Some(3));
+    assert_eq!(found(&r, None, Method::GET, "/docs/intro"), Some(4));
+    assert_eq!(found(&r, None, Method::GET, "/docs/intro/more"), Some(5));
+    assert_eq!(found(&r, None, Method::GET, "/docs"), Some(5));
+    match r.lookup(None, &Method::GET, "/users/42/a/b") {
+        RouteMatch::Found { params, .. } => assert_eq!(params, vec![("rest", "42/a/b")]),
+        other => panic!("expected a match, got {other:?}"),
+    }
+}
+
+#[test]
 fn wrong_method_lists_allowed() {
     let r = router(ROUTES);
     assert_eq!(
@@ -148,6 +191,59 @@ proptest! {
         for (i, s) in segs.iter().enumerate() {
             let path = format!("/{s}");
             prop_assert_eq!(found(&r, None, Method::GET, &path), Some(i));
+        }
+    }
+
+    #[test]
+    fn the_most_specific_template_wins(
+        shapes in proptest::collection::btree_set(proptest::collection::vec(0u8..4, 1..4), 1..12),
+        paths in proptest::collection::vec(proptest::collection::vec(0u8..3, 1..5), 1..20),
+    ) {
+        // Segment kinds: 0 `a`, 1 `b`, 2 `{pN}`, 3 `{*rest}` (last segment only).
+        let templates: Vec<Vec<u8>> = shapes
+            .into_iter()
+            .map(|mut t| {
+                for k in t.iter_mut().rev().skip(1) {
+                    *k = (*k).min(2);
+                }
+                t
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let text = |t: &[u8]| -> String {
+            t.iter()
+                .enumerate()
+                .map(|(i, k)| match k {
+                    0 => "/a".to_string(),
+                    1 => "/b".to_string(),
+                    2 => format!("/{{p{i}}}"),
+                    _ => "/{*rest}".to_string(),
+                })
+                .collect()
+        };
+        let routes: String = templates
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("[[routes]]\nname = \"r{i}\"\npath = \"{}\"\ncluster = \"c\"\n", text(t)))
+            .collect();
+        let r = router(&routes);
+        let rank = |k: u8| if k < 2 { 0 } else { k - 1 };
+        for path in paths {
+            let matches = |t: &[u8]| {
+                t.iter().enumerate().all(|(i, k)| match k {
+                    0 | 1 => path.get(i) == Some(k),
+                    _ => i < path.len(),
+                }) && (t.len() == path.len() || t.last() == Some(&3) && t.len() <= path.len())
+            };
+            let expected = templates
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| matches(t))
+                .min_by_key(|(_, t)| t.iter().map(|k| rank(*k)).collect::<Vec<_>>())
+                .map(|(i, _)| i);
+            let path_text: String = path.iter().map(|k| ["/a", "/b", "/c"][usize::from(*k)]).collect();
+            prop_assert_eq!(found(&r, None, Method::GET, &path_text), expected, "{}", path_text);
         }
     }
 }

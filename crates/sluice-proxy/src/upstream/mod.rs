@@ -71,6 +71,11 @@ impl UpstreamClient {
                 };
             }
             if let Some(h) = cause.downcast_ref::<hyper::Error>() {
+                // "error from user's Body stream": the client's body failed, not the target.
+                if h.is_user() && h.source().is_some_and(|s| s.is::<hyper::Error>()) {
+                    let detail = h.source().map(ToString::to_string).unwrap_or_default();
+                    return ProxyError::DownstreamBody(detail);
+                }
                 return ProxyError::Upstream {
                     target,
                     cause: h.to_string(),
