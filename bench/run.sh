@@ -2,8 +2,11 @@
 # Side-by-side load test: Sluice and nginx, one worker each, proxying to the same origin
 # over keep-alive connections. Prints req/s, p50, p99 and RSS for each, and the ratios.
 #
-#   bench/run.sh                 # defaults: 10s per run, 50 connections
-#   DURATION=30s CONNS=100 bench/run.sh
+#   bench/run.sh                 # defaults: 5 rounds of 5s runs, 50 connections
+#   ROUNDS=9 DURATION=10s CONNS=100 bench/run.sh
+#
+# Shared machines are noisy: each round runs nginx and Sluice back to back (alternating
+# which goes first) and the table reports the median over the rounds.
 #
 # Needs nginx, wrk and h2load (Debian: nginx-light wrk nghttp2-client); installs them
 # when missing. The proxy under test is pinned to CPU 0; origin and load generator to
@@ -11,7 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-50}
 H2_STREAMS=${H2_STREAMS:-10}
 ORIGIN_PORT=${ORIGIN_PORT:-18080}
@@ -129,16 +133,31 @@ run_h2load() {
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$SLUICE_PORT/" >/dev/null 2>&1
 
-read -r n1_rps n1_p50 n1_p99 n1_err < <(run_wrk $NGINX_PORT)
-read -r s1_rps s1_p50 s1_p99 s1_err < <(run_wrk $SLUICE_PORT)
-read -r n2_rps _ _ n2_err < <(run_h2load $((NGINX_PORT + 10)))
-read -r s2_rps _ _ s2_err < <(run_h2load $SLUICE_PORT)
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+: > "$work/results"
+for round in $(seq "$ROUNDS"); do
+  if (( round % 2 )); then order="nginx sluice"; else order="sluice nginx"; fi
+  for who in $order; do
+    if [ "$who" = nginx ]; then h1=$NGINX_PORT; h2=$((NGINX_PORT + 10)); else h1=$SLUICE_PORT; h2=$SLUICE_PORT; fi
+    read -r rps p50 p99 err < <(run_wrk "$h1")
+    echo "$who h1 $rps $p50 $p99 $err" >> "$work/results"
+    read -r rps _ _ err < <(run_h2load "$h2")
+    echo "$who h2 $rps - - $err" >> "$work/results"
+  done
+  echo "round $round: $(grep -c . "$work/results") runs" >&2
+done
+pick() { awk -v w="$1" -v p="$2" -v c="$3" '$1 == w && $2 == p { print $c }' "$work/results" | median; }
+errs() { awk -v w="$1" -v p="$2" '$1 == w && $2 == p { $1 = $2 = $3 = $4 = $5 = ""; print }' "$work/results" | sort | uniq -c | tr -s ' ' | tr '\n' ';'; }
+n1_rps=$(pick nginx h1 3); n1_p50=$(pick nginx h1 4); n1_p99=$(pick nginx h1 5)
+s1_rps=$(pick sluice h1 3); s1_p50=$(pick sluice h1 4); s1_p99=$(pick sluice h1 5)
+n2_rps=$(pick nginx h2 3); s2_rps=$(pick sluice h2 3)
+n1_err=$(errs nginx h1); s1_err=$(errs sluice h1); n2_err=$(errs nginx h2); s2_err=$(errs sluice h2)
 sluice_rss=$(rss_kb "$sluice_pid")
 nginx_rss=$(rss_kb "$(nginx_worker)")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
-echo "Sluice vs nginx, one worker each on CPU $PROXY_CPU; $CONNS connections, $DURATION per run"
+echo "Sluice vs nginx, one worker each on CPU $PROXY_CPU; $CONNS connections; median of $ROUNDS rounds of $DURATION"
 echo
 printf '| %-26s | %12s | %12s | %8s |\n' "run" "sluice" "nginx" "ratio"
 printf '|%s|%s|%s|%s|\n' "----------------------------" "--------------" "--------------" "----------"
@@ -149,7 +168,9 @@ printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/2 req/s (h2load)" "$s2_rps" "
 printf '| %-26s | %12s | %12s | %8s |\n' "RSS after load (MB)" "$(awk -v k="$sluice_rss" 'BEGIN{printf "%.1f", k/1024}')" "$(awk -v k="$nginx_rss" 'BEGIN{printf "%.1f", k/1024}')" "$(ratio "$sluice_rss" "$nginx_rss")"
 printf '| %-26s | %12s | %12s | %8s |\n' "Sluice idle RSS (MB)" "$(awk -v k="$sluice_idle_rss" 'BEGIN{printf "%.1f", k/1024}')" "" ""
 echo
-echo "errors: sluice h1 [$s1_err] nginx h1 [$n1_err] sluice h2 [$s2_err] nginx h2 [$n2_err]"
+echo "errors (runs: wrk non-2xx/socket errors; h2load succeeded/failed):"
+echo "  sluice h1: $s1_err"; echo "  nginx h1: $n1_err"; echo "  sluice h2: $s2_err"; echo "  nginx h2: $n2_err"
+echo "every run: $work/results is printed below"; cat "$work/results"
 
 # Loading a 10,000-route file: validation plus router build, as `sluice run` does.
 routes_file="$work/routes.toml"

@@ -36,7 +36,7 @@ pub struct RequestRecord {
     pub route: Arc<String>,
     pub target: Option<Arc<str>>,
     pub status: StatusCode,
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     pub bytes: u64,
 }
 
@@ -97,7 +97,7 @@ impl RequestRecord {
                 upstream = self.target.as_deref().unwrap_or("-"),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 bytes = self.bytes,
-                request_id = %self.request_id,
+                request_id = self.request_id.to_str().unwrap_or(""),
                 complete,
             );
         }

@@ -98,7 +98,7 @@ pub async fn handle(
         route,
         target: progress.target.map(|t| Arc::clone(&t.name)),
         status: response.status(),
-        request_id: request_id.to_str().unwrap_or("").to_string(),
+        request_id: request_id.clone(),
         bytes: 0,
     };
     response.body_mut().set_record(record);
@@ -150,26 +150,20 @@ async fn proxy(
 
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     parts.extensions = http::Extensions::new();
-    let original_host = original_host(&parts).map(str::to_owned);
+    let original_host = original_host(&parts);
     let upgrade = strip_hop_by_hop(&mut parts.headers)
         .filter(|_| client_upgrade.is_some() && parts.version == Version::HTTP_11);
     set_forwarded(
         &mut parts.headers,
         conn.peer.map(|p| p.ip()),
         conn.proto,
-        original_host.as_deref(),
+        original_host.as_ref(),
     );
     parts.headers.insert(X_REQUEST_ID, request_id.clone());
     if let Some(u) = &upgrade {
         set_upgrade(&mut parts.headers, u.clone());
     }
-    parts.uri = upstream_uri(
-        cluster,
-        &target,
-        original_host.as_deref(),
-        upstream_path,
-        &mut parts,
-    )?;
+    parts.uri = upstream_uri(cluster, &target, original_host, upstream_path, &mut parts)?;
     parts.version = if cluster.http2 {
         Version::HTTP_2
     } else {
@@ -265,12 +259,13 @@ fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, ProxyError> {
     }))
 }
 
-fn original_host(parts: &Parts) -> Option<&str> {
-    parts
-        .uri
-        .authority()
-        .map(Authority::as_str)
-        .or_else(|| parts.headers.get(HOST).and_then(|h| h.to_str().ok()))
+/// The host as the client wrote it (with port), shared rather than copied when it came
+/// in a `Host` header.
+fn original_host(parts: &Parts) -> Option<HeaderValue> {
+    match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(HOST).cloned(),
+    }
 }
 
 fn path_error_text(e: path::PathError) -> &'static str {
@@ -344,13 +339,12 @@ fn expand_rewrite(template: &str, params: &[(&str, &str)]) -> String {
 fn upstream_uri(
     cluster: &Cluster,
     target: &TargetState,
-    original_host: Option<&str>,
+    original_host: Option<HeaderValue>,
     path: PathAndQuery,
     parts: &mut Parts,
 ) -> Result<Uri, ProxyError> {
     let host = match original_host.filter(|_| cluster.preserve_host) {
-        Some(h) => HeaderValue::from_str(h)
-            .map_err(|_| ProxyError::BadRequest("the Host header is not valid"))?,
+        Some(h) => h,
         None => target.host_header.clone(),
     };
     let authority = if cluster.http2 {

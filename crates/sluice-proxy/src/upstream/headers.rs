@@ -20,6 +20,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// (the gateway re-frames). `TE: trailers` survives so that trailers keep flowing.
 /// Returns the `Upgrade` value when the message asked to switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    // Most messages carry none of them: one pass over the names instead of ten lookups.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return None;
+    }
     let mut upgrade = None;
     if let Some(connection) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = connection
@@ -68,7 +72,7 @@ pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: Option<std::net::IpAddr>,
     proto: &'static str,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
 ) {
     if let Some(ip) = client {
         let previous: Vec<&str> = headers
@@ -86,8 +90,8 @@ pub fn set_forwarded(
         }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        Some(h) => headers.insert(X_FORWARDED_HOST, h),
+    match host {
+        Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
 }
@@ -139,7 +143,12 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarded(&mut h, Some([127, 0, 0, 1].into()), "http", Some("a.com"));
+        set_forwarded(
+            &mut h,
+            Some([127, 0, 0, 1].into()),
+            "http",
+            Some(&HeaderValue::from_static("a.com")),
+        );
         assert_eq!(
             h.get("x-forwarded-for").map(|v| v.as_bytes()),
             Some(&b"10.0.0.1, 127.0.0.1"[..])
