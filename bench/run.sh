@@ -90,6 +90,7 @@ listen = "127.0.0.1:$SLUICE_ADMIN"
 
 [clusters.origin]
 targets = ["http://127.0.0.1:$ORIGIN_PORT"]
+pool_max_idle = 128   # as nginx's "keepalive 128"
 
 [[routes]]
 name = "all"
@@ -135,16 +136,23 @@ taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$SLUICE_PORT/
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 : > "$work/results"
-for round in $(seq "$ROUNDS"); do
-  if (( round % 2 )); then order="nginx sluice"; else order="sluice nginx"; fi
-  for who in $order; do
-    if [ "$who" = nginx ]; then h1=$NGINX_PORT; h2=$((NGINX_PORT + 10)); else h1=$SLUICE_PORT; h2=$SLUICE_PORT; fi
-    read -r rps p50 p99 err < <(run_wrk "$h1")
-    echo "$who h1 $rps $p50 $p99 $err" >> "$work/results"
-    read -r rps _ _ err < <(run_h2load "$h2")
-    echo "$who h2 $rps - - $err" >> "$work/results"
+# All HTTP/1.1 rounds first, then all HTTP/2 rounds: h2load's 500 concurrent streams
+# grow both proxies' upstream pools, which would otherwise colour the next wrk run.
+for proto in h1 h2; do
+  for round in $(seq "$ROUNDS"); do
+    if (( round % 2 )); then order="nginx sluice"; else order="sluice nginx"; fi
+    for who in $order; do
+      if [ "$who" = nginx ]; then h1=$NGINX_PORT; h2=$((NGINX_PORT + 10)); else h1=$SLUICE_PORT; h2=$SLUICE_PORT; fi
+      if [ "$proto" = h1 ]; then
+        read -r rps p50 p99 err < <(run_wrk "$h1")
+        echo "$who h1 $rps $p50 $p99 $err" >> "$work/results"
+      else
+        read -r rps _ _ err < <(run_h2load "$h2")
+        echo "$who h2 $rps - - $err" >> "$work/results"
+      fi
+    done
+    echo "$proto round $round done" >&2
   done
-  echo "round $round: $(grep -c . "$work/results") runs" >&2
 done
 pick() { awk -v w="$1" -v p="$2" -v c="$3" '$1 == w && $2 == p { print $c }' "$work/results" | median; }
 errs() { awk -v w="$1" -v p="$2" '$1 == w && $2 == p { $1 = $2 = $3 = $4 = $5 = ""; print }' "$work/results" | sort | uniq -c | tr -s ' ' | tr '\n' ';'; }

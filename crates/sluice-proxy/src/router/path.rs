@@ -22,21 +22,38 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    if path
-        .bytes()
-        .any(|b| b == b'\\' || !(0x20..0x7f).contains(&b))
-    {
-        return Err(PathError::ForbiddenByte);
-    }
-    if is_normal(path) {
+    if scan(path.as_bytes())? {
         return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path)?;
     Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
-fn is_normal(path: &str) -> bool {
-    !path.contains('%') && !path.contains("//") && !path.split('/').any(|s| s == "." || s == "..")
+/// One pass over the bytes: refuses forbidden ones, and tells whether the path is already
+/// normal (no escape, no empty segment, no `.` or `..` segment).
+fn scan(bytes: &[u8]) -> Result<bool, PathError> {
+    let mut normal = true;
+    let mut segment_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' | 0..=0x1f | 0x7f.. => return Err(PathError::ForbiddenByte),
+            b'%' => normal = false,
+            b'/' => {
+                if i > 0 && is_dot_or_empty(&bytes[segment_start..i]) {
+                    normal = false;
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let last = &bytes[segment_start.min(bytes.len())..];
+    Ok(normal && !matches!(last, b"." | b".."))
+}
+
+/// A segment that normalisation would remove: empty (`//`), `.` or `..`.
+fn is_dot_or_empty(segment: &[u8]) -> bool {
+    matches!(segment, b"" | b"." | b"..")
 }
 
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
