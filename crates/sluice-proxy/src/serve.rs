@@ -3,10 +3,10 @@
 
 use crate::gateway::Gateway;
 use crate::listener::{run_accept_loops, Listeners};
-use hyper_util::server::graceful::GracefulShutdown;
+use crate::protocol::ShutdownWatch;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Serves until `shutdown` completes, then drains for at most `server.shutdown_grace`.
 /// Returns whether every connection finished within the grace period.
@@ -15,28 +15,25 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> bool {
-    let graceful = Arc::new(GracefulShutdown::new());
-    let (stop_accepting, stop_rx) = watch::channel(false);
+    let (stop, signal) = watch::channel(false);
+    let (done, mut all_done) = mpsc::channel::<()>(1);
     let accept = tokio::spawn(run_accept_loops(
         listeners,
         Arc::clone(&gateway),
-        Arc::clone(&graceful),
-        stop_rx,
+        ShutdownWatch { signal, done },
     ));
     gateway.set_ready();
     shutdown.await;
 
     gateway.set_draining();
     let grace = gateway.snapshot().config.server.shutdown_grace;
-    tracing::info!(grace = ?grace, connections = graceful.count(), "shutting down: no new connections, draining requests in flight");
-    let _ = stop_accepting.send(true);
+    let connections = gateway.metrics.active_connections.get();
+    tracing::info!(grace = ?grace, connections, "shutting down: no new connections, draining requests in flight");
+    let _ = stop.send(true);
     let _ = accept.await;
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        tracing::error!("accept loops still hold connections; closing without draining");
-        return false;
-    };
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => {
+    // Every connection holds a sender; `recv` returns once the last one has ended.
+    match tokio::time::timeout(grace, all_done.recv()).await {
+        Ok(_) => {
             tracing::info!("all connections drained");
             true
         }

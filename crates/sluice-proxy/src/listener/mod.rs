@@ -4,18 +4,17 @@ mod counting;
 
 use crate::gateway::Gateway;
 use crate::lifecycle::ConnInfo;
-use crate::protocol::{http_builder, serve_connection};
+use crate::protocol::{http_builder, serve_connection, stopped, Http, ShutdownWatch};
 use counting::CountingIo;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use sluice_config::Server;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// The data plane's bound sockets.
 #[derive(Debug, Default)]
@@ -85,88 +84,87 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-/// Accepts connections on every listener until `shutdown` turns true.
-/// Each connection is watched by `graceful`, which the caller drains afterwards.
+/// Accepts connections on every listener until `shutdown.signal` turns true. Each
+/// connection holds a clone of `shutdown.done` until it ends, so the caller can wait for
+/// the last one.
 pub async fn run_accept_loops(
     listeners: Listeners,
     gateway: Arc<Gateway>,
-    graceful: Arc<GracefulShutdown>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: ShutdownWatch,
 ) {
     let http = Arc::new(http_builder(&gateway.snapshot().config.server.limits));
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners.tcp {
-        let (http, gateway, graceful, mut shutdown) = (
+        tasks.spawn(run_accept_loop(
+            listener,
             Arc::clone(&http),
             Arc::clone(&gateway),
-            Arc::clone(&graceful),
             shutdown.clone(),
-        );
-        tasks.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = shutdown.wait_for(|s| *s) => break,
-                };
-                match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let io =
-                            TokioIo::new(CountingIo::new(stream, Arc::clone(&gateway.metrics)));
-                        let conn = ConnInfo {
-                            peer: Some(peer),
-                            proto: "http",
-                        };
-                        tokio::spawn(serve_connection(
-                            Arc::clone(&http),
-                            io,
-                            Arc::clone(&gateway),
-                            conn,
-                            graceful.watcher(),
-                        ));
-                    }
-                    Err(e) => accept_error(e).await,
-                }
-            }
-        });
+        ));
     }
     for (path, listener) in listeners.unix {
-        let (http, gateway, graceful, mut shutdown) = (
-            Arc::clone(&http),
-            Arc::clone(&gateway),
-            Arc::clone(&graceful),
-            shutdown.clone(),
-        );
+        let (http, gateway, shutdown) = (Arc::clone(&http), Arc::clone(&gateway), shutdown.clone());
         tasks.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = shutdown.wait_for(|s| *s) => break,
-                };
-                match accepted {
-                    Ok((stream, _)) => {
-                        let io =
-                            TokioIo::new(CountingIo::new(stream, Arc::clone(&gateway.metrics)));
-                        let conn = ConnInfo {
-                            peer: None,
-                            proto: "http",
-                        };
-                        tokio::spawn(serve_connection(
-                            Arc::clone(&http),
-                            io,
-                            Arc::clone(&gateway),
-                            conn,
-                            graceful.watcher(),
-                        ));
-                    }
-                    Err(e) => accept_error(e).await,
-                }
-            }
-            drop(listener);
+            run_accept_loop(listener, http, gateway, shutdown).await;
             let _ = std::fs::remove_file(&path);
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// A listening socket of either kind.
+trait Acceptor: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection and, for TCP, the peer's address.
+    fn next(&self) -> impl Future<Output = io::Result<(Self::Stream, Option<SocketAddr>)>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    type Stream = TcpStream;
+    async fn next(&self) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+        let (stream, peer) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, Some(peer)))
+    }
+}
+
+impl Acceptor for UnixListener {
+    type Stream = UnixStream;
+    async fn next(&self) -> io::Result<(UnixStream, Option<SocketAddr>)> {
+        Ok((self.accept().await?.0, None))
+    }
+}
+
+async fn run_accept_loop<A: Acceptor>(
+    listener: A,
+    http: Arc<Http>,
+    gateway: Arc<Gateway>,
+    shutdown: ShutdownWatch,
+) {
+    let mut stop = shutdown.signal.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.next() => accepted,
+            () = stopped(&mut stop) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let io = CountingIo::new(stream, Arc::clone(&gateway.metrics));
+                let conn = ConnInfo {
+                    peer,
+                    proto: "http",
+                };
+                tokio::spawn(serve_connection(
+                    Arc::clone(&http),
+                    io,
+                    Arc::clone(&gateway),
+                    conn,
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
 }
 
 /// Out of file descriptors or similar: log, pause, and keep accepting.

@@ -1,27 +1,38 @@
 //! HTTP on an accepted connection: HTTP/1.1 and h2c (prior knowledge) on the same port,
-//! with the limits from `[server.limits]`, upgrades, and graceful shutdown.
+//! told apart by the first bytes, with the limits from `[server.limits]`, upgrades, and
+//! graceful shutdown.
+
+mod sniff;
 
 use crate::cluster::InFlight;
 use crate::gateway::Gateway;
 use crate::lifecycle::{handle, ConnInfo};
-use hyper::rt::{Read, Write};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use sluice_config::Limits;
+use sniff::{sniff, Protocol};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
 
 /// The HTTP server settings every connection of a listener uses.
-pub type Http = auto::Builder<TokioExecutor>;
+#[derive(Debug)]
+pub struct Http {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// How long a new connection may take to send its first bytes.
+    first_bytes_timeout: Duration,
+}
 
 /// Builds the server settings from the configured limits.
 pub fn http_builder(limits: &Limits) -> Http {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers.saturating_mul(2).max(100))
         .max_buf_size(
@@ -30,35 +41,100 @@ pub fn http_builder(limits: &Limits) -> Http {
                 .max(8192),
         )
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(100)
         .max_header_list_size(
             u32::try_from(limits.max_header_size.saturating_mul(2)).unwrap_or(u32::MAX),
         )
         .max_pending_accept_reset_streams(50)
         .max_local_error_reset_streams(256);
-    builder
+    Http {
+        http1: h1,
+        http2: h2,
+        first_bytes_timeout: limits.header_read_timeout,
+    }
+}
+
+/// What a connection needs to know about the gateway's shutdown: the signal, and a
+/// sender whose drop tells the drain that this connection is done.
+#[derive(Debug, Clone)]
+pub struct ShutdownWatch {
+    pub signal: watch::Receiver<bool>,
+    pub done: mpsc::Sender<()>,
 }
 
 /// Serves one client connection until it closes or the gateway shuts down.
-pub async fn serve_connection<I>(
+pub async fn serve_connection<S>(
     http: Arc<Http>,
-    io: I,
+    stream: S,
     gateway: Arc<Gateway>,
     conn: ConnInfo,
-    watcher: Watcher,
+    shutdown: ShutdownWatch,
 ) where
-    I: Read + Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut stop = shutdown.signal.clone();
+    let first_bytes = tokio::time::timeout(http.first_bytes_timeout, sniff(stream));
+    let sniffed = tokio::select! {
+        sniffed = first_bytes => sniffed,
+        () = stopped(&mut stop) => return,
+    };
+    let sniffed = match sniffed {
+        Ok(Ok(Some(sniffed))) => sniffed,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            return tracing::debug!("client connection failed before its first request: {e}")
+        }
+        Err(_) => {
+            return tracing::debug!("client sent nothing within the header read timeout; closed")
+        }
+    };
     let conn = Arc::new(conn);
     let service =
         service_fn(move |request| handle(Arc::clone(&gateway), Arc::clone(&conn), request));
-    let connection = http.serve_connection_with_upgrades(io, service);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
+    let result = match sniffed {
+        (Protocol::Http1, io) => {
+            let connection = http.http1.serve_connection(TokioIo::new(io), service);
+            drive(connection.with_upgrades(), shutdown, |c| {
+                c.graceful_shutdown()
+            })
+            .await
+        }
+        (Protocol::Http2, io) => {
+            let connection = http.http2.serve_connection(TokioIo::new(io), service);
+            drive(connection, shutdown, |c| c.graceful_shutdown()).await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!("client connection ended: {e}");
     }
+}
+
+/// Runs a connection to its end; on shutdown, lets it finish its requests in flight
+/// (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY) and close.
+/// `graceful` is the connection type's own `graceful_shutdown`.
+async fn drive<C>(
+    connection: C,
+    mut shutdown: ShutdownWatch,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = stopped(&mut shutdown.signal) => {
+            graceful(connection.as_mut());
+            connection.await
+        }
+    }
+}
+
+/// Completes once the gateway is shutting down (or the signal's sender is gone).
+pub async fn stopped(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|stop| *stop).await;
 }
 
 /// Copies bytes both ways between a client and a target once both switched protocols.
