@@ -8,6 +8,8 @@ mod proxying;
 mod routing;
 
 mod cli;
+mod curl;
 mod errors;
+mod h2_hardening;
 mod hardening;
 mod lifecycle;

@@ -1,0 +1,1 @@
+//! curl against the gateway, as users call it.
