@@ -113,6 +113,7 @@ async fn proxy(
     progress: &mut Progress,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();
+    let client_version = parts.version;
     check_limits(&parts, &snapshot.config.server.limits)?;
     check_framing(&parts)?;
     if parts.method == Method::CONNECT {
@@ -189,6 +190,8 @@ async fn proxy(
     }
     drop(in_flight);
     let (mut parts, body) = response.into_parts();
+    // The client is answered in its own protocol, whatever the target spoke.
+    parts.version = client_version;
     strip_hop_by_hop(&mut parts.headers);
     if let Some(cookie) = pick.set_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
         parts.headers.append(SET_COOKIE, cookie);
