@@ -300,7 +300,7 @@ async fn a_malformed_request_chunk_is_the_clients_400() {
 async fn the_client_is_answered_in_its_own_http_version() {
     let origin = RawOrigin::start(Some(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")).await;
     let gw = gateway_for(&origin.url()).await;
-    let two = format!("GET /app/a HTTP/1.1\r\nHost: a\r\n\r\nGET /app/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let two = "GET /app/a HTTP/1.1\r\nHost: a\r\n\r\nGET /app/b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
     let reply = exchange(gw.addr, two).await;
     assert_eq!(reply.statuses(), [200, 200], "{}", reply.text);
     assert!(reply.text.starts_with("HTTP/1.1 200"), "{}", reply.text);
