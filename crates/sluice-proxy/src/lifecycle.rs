@@ -120,8 +120,7 @@ async fn proxy(
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
     let host = request_host(&parts)?;
-    let normal_path = path::normalize(parts.uri.path())
-        .map_err(|e| ProxyError::BadRequest(path_error_text(e)))?;
+    let normal_path = path::normalize(parts.uri.path())?;
     let (index, params) = match snapshot
         .router
         .lookup(host.as_deref(), &parts.method, &normal_path)
@@ -268,17 +267,6 @@ fn original_host(parts: &Parts) -> Option<HeaderValue> {
     match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(HOST).cloned(),
-    }
-}
-
-fn path_error_text(e: path::PathError) -> &'static str {
-    match e {
-        path::PathError::NotAbsolute => "the path must start with /",
-        path::PathError::BadEscape => "the path has an invalid percent-escape",
-        path::PathError::ForbiddenEscape => "the path has an encoded slash, backslash or NUL",
-        path::PathError::ForbiddenByte => {
-            "the path has a backslash, a control character or a non-ASCII byte"
-        }
     }
 }
 

@@ -15,6 +15,8 @@ pub enum ProxyError {
     MethodNotAllowed { allow: String },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("bad path: {0}")]
+    BadPath(#[from] crate::router::path::PathError),
     /// The request's framing cannot be trusted: the connection must not carry another.
     #[error("bad request framing: {0}")]
     BadFraming(&'static str),
@@ -44,6 +46,7 @@ impl ProxyError {
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BadRequest(_)
+            | ProxyError::BadPath(_)
             | ProxyError::BadFraming(_)
             | ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong(..) => StatusCode::URI_TOO_LONG,
@@ -61,7 +64,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute(_) => "no_route",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
-            ProxyError::BadRequest(_) | ProxyError::BadFraming(_) => "bad_request",
+            ProxyError::BadRequest(_) | ProxyError::BadPath(_) | ProxyError::BadFraming(_) => {
+                "bad_request"
+            }
             ProxyError::DownstreamBody(_) => "bad_request_body",
             ProxyError::UriTooLong(..) => "uri_too_long",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
