@@ -52,7 +52,19 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway with `body` (clusters, routes...) after a `[server]` table on a
     /// free port holding `server_lines`, and an admin listener on another free port.
+    /// A port picked free can be taken before the gateway binds it (by another test, or
+    /// as an outgoing connection's local port): then it starts again on new ports.
     pub async fn start_with(server_lines: &str, body: &str) -> Gateway {
+        for _ in 0..5 {
+            let mut gw = Gateway::spawn(server_lines, body);
+            if gw.wait_ready().await {
+                return gw;
+            }
+        }
+        panic!("sluice could not bind free ports in 5 tries");
+    }
+
+    fn spawn(server_lines: &str, body: &str) -> Gateway {
         let dir = scratch_dir();
         let port = free_port();
         let admin_port = free_port();
@@ -69,15 +81,13 @@ impl Gateway {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn sluice");
-        let gw = Gateway {
+        Gateway {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir,
             config_path,
-        };
-        gw.wait_ready().await;
-        gw
+        }
     }
 
     /// Starts the gateway with default `[server]` settings.
@@ -85,10 +95,21 @@ impl Gateway {
         Gateway::start_with("", body).await
     }
 
-    async fn wait_ready(&self) {
+    /// Waits until `/ready` answers 200: true. False when the process exited because an
+    /// address was taken; any other exit, or no readiness in 10 s, fails the test.
+    async fn wait_ready(&mut self) -> bool {
         for _ in 0..200 {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = self.log();
+                    if log.contains("cannot listen on") && log.contains("in use") {
+                        return false;
+                    }
+                    panic!("sluice exited ({status}) before it was ready; log:\n{log}");
+                }
+            }
             if let Ok((200, _, _)) = try_get(&format!("http://{}/ready", self.admin)).await {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
