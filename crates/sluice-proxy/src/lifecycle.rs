@@ -7,7 +7,8 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
 use crate::upstream::headers::{set_forwarded, set_upgrade, strip_hop_by_hop};
-use http::header::{HeaderValue, HOST, SET_COOKIE, TRANSFER_ENCODING};
+use crate::upstream::RequestBody;
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, Method, Request, Response, StatusCode, Uri, Version};
@@ -170,6 +171,11 @@ async fn proxy(
         Version::HTTP_11
     };
 
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let body = RequestBody::new(body, declared);
     let in_flight = target.track();
     let mut response = target
         .client

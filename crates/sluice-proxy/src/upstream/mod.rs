@@ -3,6 +3,9 @@
 
 mod connector;
 pub mod headers;
+mod request_body;
+
+pub use request_body::{ExcessBody, RequestBody};
 
 use crate::rescue::ProxyError;
 use connector::{ConnectError, TargetConnector};
@@ -16,7 +19,7 @@ use std::time::Duration;
 /// A pooled client bound to one target.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    client: Client<TargetConnector, Incoming>,
+    client: Client<TargetConnector, RequestBody>,
     target: String,
 }
 
@@ -41,7 +44,7 @@ impl UpstreamClient {
     /// Sends `request` and waits for the response head, at most `timeout`.
     pub async fn send(
         &self,
-        request: http::Request<Incoming>,
+        request: http::Request<RequestBody>,
         timeout: Duration,
     ) -> Result<http::Response<Incoming>, ProxyError> {
         match tokio::time::timeout(timeout, self.client.request(request)).await {
@@ -72,7 +75,10 @@ impl UpstreamClient {
             }
             if let Some(h) = cause.downcast_ref::<hyper::Error>() {
                 // "error from user's Body stream": the client's body failed, not the target.
-                if h.is_user() && h.source().is_some_and(|s| s.is::<hyper::Error>()) {
+                if h.is_user()
+                    && h.source()
+                        .is_some_and(|s| s.is::<hyper::Error>() || s.is::<ExcessBody>())
+                {
                     let detail = h.source().map(ToString::to_string).unwrap_or_default();
                     return ProxyError::DownstreamBody(detail);
                 }
