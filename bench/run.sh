@@ -3,7 +3,7 @@
 # over keep-alive connections. Prints req/s, p50, p99 and RSS for each, and the ratios.
 #
 #   bench/run.sh                 # defaults: 5 rounds of 5s runs, 50 connections
-#   ROUNDS=9 DURATION=10s CONNS=100 bench/run.sh
+#   ROUNDS=9 PAIRS=9 DURATION=10s CONNS=100 bench/run.sh
 #
 # Shared machines are noisy: each round runs nginx and Sluice back to back (alternating
 # which goes first) and the table reports the median over the rounds.
@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-5}
+PAIRS=${PAIRS:-5}
 CONNS=${CONNS:-50}
 H2_STREAMS=${H2_STREAMS:-10}
 ORIGIN_PORT=${ORIGIN_PORT:-18080}
@@ -179,6 +180,20 @@ echo
 echo "errors (runs: wrk non-2xx/socket errors; h2load succeeded/failed):"
 echo "  sluice h1: $s1_err"; echo "  nginx h1: $n1_err"; echo "  sluice h2: $s2_err"; echo "  nginx h2: $n2_err"
 echo "every run: $work/results is printed below"; cat "$work/results"
+
+# Paired: both proxies loaded at the same time on the same core, each by its own wrk.
+# The scheduler shares the core, so the req/s ratio is the ratio of CPU per request,
+# and machine noise hits both alike: the number to compare changes by.
+: > "$work/paired"
+for pair in $(seq "$PAIRS"); do
+  taskset -c "$OTHER_CPUS" wrk -t1 -c$((CONNS / 2)) -d"$DURATION" "http://127.0.0.1:$NGINX_PORT/bench" > "$work/pn" 2>&1 & a=$!
+  taskset -c "$OTHER_CPUS" wrk -t1 -c$((CONNS / 2)) -d"$DURATION" "http://127.0.0.1:$SLUICE_PORT/bench" > "$work/ps" 2>&1 & b=$!
+  wait "$a" "$b"
+  awk '/Requests\/sec/ {print $2}' "$work/pn" "$work/ps" | paste -sd' ' >> "$work/paired"
+done
+paired=$(awk '{ printf "%.2f\n", $2 / $1 }' "$work/paired")
+echo
+echo "HTTP/1.1 paired on one core, Sluice/nginx req/s: $(tr '\n' ' ' <<<"$paired")(median $(median <<<"$paired"))"
 
 # Loading a 10,000-route file: validation plus router build, as `sluice run` does.
 routes_file="$work/routes.toml"
