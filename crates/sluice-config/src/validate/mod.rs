@@ -28,6 +28,12 @@ impl Checker<'_> {
         self.lines.locate(self.source, span.start)
     }
 
+    /// Records a problem at a location found earlier (a whole table rather than a value).
+    pub(crate) fn fail_at(&mut self, location: Location, key: &str, message: impl Into<String>) {
+        self.errors
+            .push(ConfigError::new(self.file, location, key, message));
+    }
+
     pub(crate) fn fail(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
         let location = self.at(&span);
         self.errors

@@ -4,7 +4,7 @@
 use super::Checker;
 use crate::raw;
 use crate::runtime::*;
-use crate::{ConfigError, Location};
+use crate::Location;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -93,12 +93,7 @@ fn route(
             return None;
         }
         None => {
-            c.errors.push(ConfigError::new(
-                c.file,
-                location,
-                key,
-                "a route needs a `name`",
-            ));
+            c.fail_at(location, key, "a route needs a `name`");
             return None;
         }
     };
@@ -116,12 +111,7 @@ fn route(
             None
         }
         (None, None) => {
-            c.errors.push(ConfigError::new(
-                c.file,
-                location,
-                key,
-                "a route needs a `path` or a `prefix`",
-            ));
+            c.fail_at(location, key, "a route needs a `path` or a `prefix`");
             None
         }
     };
@@ -186,12 +176,7 @@ fn route(
             None
         }
         (None, None) => {
-            c.errors.push(ConfigError::new(
-                c.file,
-                location,
-                key,
-                "a route needs a `cluster` or a `respond`",
-            ));
+            c.fail_at(location, key, "a route needs a `cluster` or a `respond`");
             None
         }
     };
