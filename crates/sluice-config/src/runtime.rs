@@ -148,7 +148,8 @@ pub enum Action {
     /// Answer directly.
     Respond {
         status: StatusCode,
-        body: String,
+        /// Shared, so that answering copies nothing.
+        body: bytes::Bytes,
         headers: Vec<(HeaderName, HeaderValue)>,
     },
 }

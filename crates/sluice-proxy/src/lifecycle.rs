@@ -145,7 +145,7 @@ async fn proxy(
 
     let unchanged = matches!(normal_path, Cow::Borrowed(_));
     let upstream_path = upstream_path(route, &parts.uri, &normal_path, unchanged, &params)?;
-    let pick = cluster.pick(&parts, conn.peer.map(|p| p.ip()));
+    let pick = cluster.pick(&parts, &normal_path, conn.peer.map(|p| p.ip()));
     let target = Arc::clone(&pick.target);
     progress.target = Some(Arc::clone(&target));
 
@@ -198,7 +198,7 @@ async fn proxy(
     // The client is answered in its own protocol, whatever the target spoke.
     parts.version = client_version;
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(cookie) = pick.set_cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
+    if let Some(cookie) = pick.set_cookie {
         parts.headers.append(SET_COOKIE, cookie);
     }
     Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
@@ -362,12 +362,10 @@ fn upstream_uri(
 
 fn respond(
     status: StatusCode,
-    body: &str,
+    body: &bytes::Bytes,
     headers: &[(HeaderName, HeaderValue)],
 ) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(bytes::Bytes::copy_from_slice(
-        body.as_bytes(),
-    )));
+    let mut response = Response::new(ResponseBody::full(body.clone()));
     *response.status_mut() = status;
     for (name, value) in headers {
         response.headers_mut().append(name.clone(), value.clone());

@@ -77,17 +77,6 @@ impl ProxyError {
             ProxyError::Internal(_) => "internal",
         }
     }
-
-    /// Whether the gateway's own fault or the target's (for logs: who failed).
-    pub fn is_upstream(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::Connect { .. }
-                | ProxyError::ConnectTimeout { .. }
-                | ProxyError::Upstream { .. }
-                | ProxyError::UpstreamTimeout { .. }
-        )
-    }
 }
 
 /// The client's answer for `error`.

@@ -9,18 +9,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Loads a file, or the built-in default, and checks that it builds a runnable snapshot.
+/// Loads and validates a file, or the built-in default.
 fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigErrors> {
-    let config = match path {
-        Some(p) => sluice_config::load(p)?,
-        None => sluice_config::default_config()?,
-    };
-    Snapshot::build(config.clone(), 0)?;
-    Ok(config)
+    match path {
+        Some(p) => sluice_config::load(p),
+        None => sluice_config::default_config(),
+    }
 }
 
 pub fn validate(args: &ValidateArgs) -> ExitCode {
-    match load(Some(&args.config)) {
+    // Building the runtime snapshot also catches what only the router can see.
+    match load(Some(&args.config)).and_then(|config| Snapshot::build(config, 0)) {
         Ok(_) => {
             println!("{}: ok", args.config.display());
             ExitCode::SUCCESS
@@ -34,21 +33,21 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
 
 pub fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format);
-    let config = match load(args.config.as_deref()) {
-        Ok(c) => c,
+    let gateway = match load(args.config.as_deref()).and_then(Gateway::new) {
+        Ok(gateway) => gateway,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match build_runtime(config.server.threads) {
+    let runtime = match build_runtime(gateway.snapshot().config.server.threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(gateway)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -78,7 +77,9 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(gateway: Arc<Gateway>) -> Result<(), String> {
+    let snapshot = gateway.snapshot();
+    let config = &snapshot.config;
     let listeners = Listeners::bind(&config.server).map_err(|e| e.to_string())?;
     let admin = match config.admin.listen {
         Some(addr) => Some(
@@ -88,15 +89,13 @@ async fn serve(config: Config) -> Result<(), String> {
         ),
         None => None,
     };
-    let source = config.source.clone();
-    let gateway = Gateway::new(config).map_err(|e| e.to_string())?;
     for addr in listeners.local_addrs() {
         tracing::info!(%addr, "listening");
     }
     for (path, _) in &listeners.unix {
         tracing::info!(path = %path.display(), "listening on unix socket");
     }
-    tracing::info!(config = %source, version = env!("CARGO_PKG_VERSION"), "sluice started");
+    tracing::info!(config = %config.source, version = env!("CARGO_PKG_VERSION"), "sluice started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(listener) = admin {

@@ -249,7 +249,7 @@ fn respond(c: &mut Checker, resp: &Spanned<raw::RespondConfig>, key: &str) -> Op
     }
     Some(Action::Respond {
         status,
-        body: r.body.clone(),
+        body: bytes::Bytes::from(r.body.clone()),
         headers,
     })
 }

@@ -26,6 +26,8 @@ pub struct TargetState {
     pub host_header: HeaderValue,
     /// Stable identity used in sticky cookies: a hash of the URL, in hex.
     pub sticky_id: String,
+    /// On a sticky cluster, the `Set-Cookie` that pins a client here, built once.
+    set_sticky: Option<HeaderValue>,
     pub client: UpstreamClient,
     active: AtomicUsize,
 }
@@ -68,7 +70,7 @@ pub struct Cluster {
 /// The target picked for a request, and a cookie to set when the pick pins a client.
 pub struct Pick {
     pub target: Arc<TargetState>,
-    pub set_cookie: Option<String>,
+    pub set_cookie: Option<HeaderValue>,
 }
 
 impl Cluster {
@@ -81,13 +83,21 @@ impl Cluster {
                     TargetAddress::Tcp { authority, .. } => authority.as_str(),
                     TargetAddress::Unix(_) => "localhost",
                 };
+                let sticky_id = format!("{:016x}", balance::stable_hash(t.url.as_bytes()));
+                let set_sticky = (config.balance == Balance::Sticky)
+                    .then(|| {
+                        HeaderValue::try_from(sticky::set_cookie(&config.sticky_cookie, &sticky_id))
+                            .ok()
+                    })
+                    .flatten();
                 Arc::new(TargetState {
                     name: Arc::from(t.url.as_str()),
                     authority: Authority::try_from(host)
                         .unwrap_or(Authority::from_static("localhost")),
                     host_header: HeaderValue::try_from(host)
                         .unwrap_or(HeaderValue::from_static("localhost")),
-                    sticky_id: format!("{:016x}", balance::stable_hash(t.url.as_bytes())),
+                    sticky_id,
+                    set_sticky,
                     client: UpstreamClient::new(t, config),
                     target: t.clone(),
                     active: AtomicUsize::new(0),
@@ -120,8 +130,8 @@ impl Cluster {
         }
     }
 
-    /// Picks the target for a request from `client_ip`.
-    pub fn pick(&self, request: &Parts, client_ip: Option<IpAddr>) -> Pick {
+    /// Picks the target for a request from `client_ip`; `path` is its normalised path.
+    pub fn pick(&self, request: &Parts, path: &str, client_ip: Option<IpAddr>) -> Pick {
         if let Some(cookie) = &self.sticky_cookie {
             if let Some(target) = sticky::cookie(request, cookie)
                 .and_then(|id| self.targets.iter().find(|t| t.sticky_id == id))
@@ -133,16 +143,12 @@ impl Cluster {
             }
         }
         let ip_text;
-        let normal_path;
         let key: Option<&[u8]> = match &self.hash_key {
             None => None,
             Some(HashKey::Header(name)) => request.headers.get(name).map(|v| v.as_bytes()),
             Some(HashKey::Cookie(name)) => sticky::cookie(request, name).map(str::as_bytes),
             Some(HashKey::Query(name)) => query_param(request.uri.query(), name).map(str::as_bytes),
-            Some(HashKey::Path) => {
-                normal_path = crate::router::path::normalize(request.uri.path()).ok();
-                normal_path.as_deref().map(str::as_bytes)
-            }
+            Some(HashKey::Path) => Some(path.as_bytes()),
             Some(HashKey::Ip) => {
                 ip_text = client_ip.map(|ip| ip.to_string());
                 ip_text.as_deref().map(str::as_bytes)
@@ -157,10 +163,7 @@ impl Cluster {
             },
         );
         let target = Arc::clone(&self.targets[index]);
-        let set_cookie = self
-            .sticky_cookie
-            .as_ref()
-            .map(|name| sticky::set_cookie(name, &target.sticky_id));
+        let set_cookie = target.set_sticky.clone();
         Pick { target, set_cookie }
     }
 }
@@ -187,7 +190,8 @@ mod tests {
             .body(())
             .expect("request")
             .into_parts();
-        let target = cluster.pick(&parts, None).target;
+        let path = crate::router::path::normalize(parts.uri.path()).expect("a valid path");
+        let target = cluster.pick(&parts, &path, None).target;
         cluster
             .targets
             .iter()

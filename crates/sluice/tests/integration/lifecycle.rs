@@ -1,16 +1,15 @@
 //! Graceful shutdown: on a signal the gateway stops accepting, finishes what is in flight, exits 0.
 
 use crate::harness::*;
+use crate::proxying::ChannelBody;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame};
+use hyper::body::Frame;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::io::ErrorKind;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
@@ -82,23 +81,6 @@ async fn held_origin(body: &'static str) -> Held {
     }
 }
 
-/// A response body fed by a channel, so a test decides when each piece goes out.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
-    }
-}
-
 /// An origin that sends `first` at once, then `rest` once released, then ends the body.
 async fn streaming_origin(first: &'static str, rest: &'static str) -> Held {
     let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
@@ -108,10 +90,14 @@ async fn streaming_origin(first: &'static str, rest: &'static str) -> Held {
         async move {
             let (tx, rx) = mpsc::channel(2);
             tokio::spawn(async move {
-                let _ = tx.send(Bytes::from_static(first.as_bytes())).await;
+                let _ = tx
+                    .send(Frame::data(Bytes::from_static(first.as_bytes())))
+                    .await;
                 a.notify_one();
                 r.notified().await;
-                let _ = tx.send(Bytes::from_static(rest.as_bytes())).await;
+                let _ = tx
+                    .send(Frame::data(Bytes::from_static(rest.as_bytes())))
+                    .await;
             });
             let body: BoxBody<Bytes, std::io::Error> = ChannelBody(rx).boxed();
             Response::new(body)

@@ -29,7 +29,7 @@ pub(crate) async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
 }
 
 /// A body fed frame by frame through a channel, for streaming tests.
-pub(crate) struct ChannelBody(mpsc::Receiver<Frame<Bytes>>);
+pub(crate) struct ChannelBody(pub(crate) mpsc::Receiver<Frame<Bytes>>);
 
 impl Body for ChannelBody {
     type Data = Bytes;
