@@ -1,38 +1,48 @@
 //! The admin listener: `/healthz` (alive), `/ready` (serving, not draining), `/health`
-//! (version, uptime, configuration generation, clusters and targets) and `/metrics`.
+//! (version, uptime, configuration generation and last reload, clusters and targets),
+//! `/metrics`, and `POST /api/v1/reload`.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use sluice_proxy::Gateway;
+use sluice_proxy::{Gateway, Reloader, Trigger};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// What the admin handlers work on.
+#[derive(Clone)]
+struct Admin {
+    gateway: Arc<Gateway>,
+    reloader: Reloader,
+}
+
 /// The admin routes over the gateway's shared state.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub fn router(gateway: Arc<Gateway>, reloader: Reloader) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .with_state(gateway)
+        .route("/api/v1/reload", post(reload))
+        .with_state(Admin { gateway, reloader })
 }
 
 /// Serves the admin API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    reloader: Reloader,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway))
+    axum::serve(listener, router(gateway, reloader))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
+async fn ready(State(Admin { gateway, .. }): State<Admin>) -> Response {
     if gateway.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else if gateway.is_draining() {
@@ -42,8 +52,41 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
     }
 }
 
-async fn health(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+/// Re-reads the configuration: 200 with the new generation, or 422 with every problem;
+/// the running configuration is untouched on error.
+async fn reload(State(admin): State<Admin>) -> Response {
+    match admin.reloader.reload(Trigger::AdminApi).await {
+        Ok(generation) => {
+            Json(serde_json::json!({ "status": "applied", "generation": generation }))
+                .into_response()
+        }
+        Err(errors) => {
+            let body = serde_json::json!({
+                "type": "urn:sluice:problem:config_rejected",
+                "title": "Unprocessable Content",
+                "status": 422,
+                "detail": "the configuration was rejected; the previous one keeps serving",
+                "errors": errors.lines().collect::<Vec<_>>(),
+                "generation": admin.gateway.generation(),
+            });
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn health(State(Admin { gateway, .. }): State<Admin>) -> Json<serde_json::Value> {
     let snapshot = gateway.snapshot();
+    let reload = gateway.reload_status();
+    let since_epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .ok()
+    };
     let clusters: Vec<serde_json::Value> = snapshot
         .clusters
         .iter()
@@ -60,12 +103,19 @@ async fn health(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
         "status": if gateway.is_draining() { "draining" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": gateway.started.elapsed().as_secs(),
-        "config": { "generation": gateway.generation(), "source": snapshot.config.source },
+        "config": {
+            "generation": gateway.generation(),
+            "source": snapshot.config.source,
+            "reloads_applied": reload.applied,
+            "reloads_rejected": reload.rejected,
+            "last_reload_unix": reload.last_attempt.and_then(since_epoch),
+            "last_reload_error": reload.last_error,
+        },
         "clusters": clusters,
     }))
 }
 
-async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(Admin { gateway, .. }): State<Admin>) -> Response {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &gateway.registry) {
         Ok(()) => (

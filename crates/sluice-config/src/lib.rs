@@ -4,6 +4,7 @@
 //! errors), then [`validate`] turns it into the immutable [`Config`] the data path uses,
 //! collecting every problem as a [`ConfigError`] with its file, line, column and key.
 
+mod diff;
 mod error;
 mod keypath;
 pub mod raw;
@@ -11,6 +12,7 @@ mod runtime;
 mod units;
 mod validate;
 
+pub use diff::restart_only_changes;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use runtime::*;
 pub use units::{parse_duration, parse_size};

@@ -31,6 +31,7 @@ pub struct ServerConfig {
     pub threads: Option<Spanned<i64>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub access_log: Option<bool>,
+    pub watch_config: Option<bool>,
     #[serde(default)]
     pub limits: LimitsConfig,
 }

@@ -29,6 +29,8 @@ pub struct Server {
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub access_log: bool,
+    /// Re-read the configuration file when it changes on disk.
+    pub watch_config: bool,
     pub limits: Limits,
 }
 

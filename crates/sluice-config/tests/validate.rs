@@ -83,7 +83,7 @@ cert = "cert.pem"
 "#;
     assert_eq!(
         errors(src),
-        ["test.toml:4:9: server.tls: unknown key `tls`; expected one of: listen, unix, threads, shutdown_grace, access_log, limits"]
+        ["test.toml:4:9: server.tls: unknown key `tls`; expected one of: listen, unix, threads, shutdown_grace, access_log, watch_config, limits"]
     );
 }
 

@@ -1,15 +1,17 @@
 //! The gateway's shared state: the current configuration snapshot (swapped atomically),
-//! the metrics registry, and the lifecycle flags the admin listener reports.
+//! the metrics registry, the outcome of the last reload, and the lifecycle flags the
+//! admin listener reports.
 
 use crate::cluster::Cluster;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadLabels, ReloadResult};
+use crate::protocol::{http_builder, Http};
 use crate::router::Router;
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use sluice_config::{Config, ConfigErrors};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 /// One immutable configuration, ready for the data path. Requests hold the snapshot they
 /// started with until they end.
@@ -20,17 +22,28 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<Cluster>>,
     /// Route names as metric labels, by route index.
     pub route_labels: Vec<Arc<String>>,
+    /// HTTP server settings for connections accepted while this snapshot is current.
+    pub http: Arc<Http>,
     pub generation: u64,
 }
 
 impl Snapshot {
-    /// Builds the runtime form of a validated configuration.
-    pub fn build(config: Config, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    /// Builds the runtime form of a validated configuration. Targets that `previous`
+    /// already runs unchanged are carried over with their pooled connections and their
+    /// health, outlier and breaker state.
+    pub fn build(
+        config: Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, ConfigErrors> {
         let router = Router::build(&config).map_err(ConfigErrors)?;
         let clusters = config
             .clusters
             .iter()
-            .map(|c| Arc::new(Cluster::new(c)))
+            .map(|c| {
+                let old = previous.and_then(|p| p.clusters.iter().find(|o| *o.name == *c.name));
+                Arc::new(Cluster::new(c, old.map(|o| o.as_ref())))
+            })
             .collect();
         let route_labels = config
             .routes
@@ -38,6 +51,7 @@ impl Snapshot {
             .map(|r| Arc::new(r.name.clone()))
             .collect();
         Ok(Snapshot {
+            http: Arc::new(http_builder(&config.server.limits)),
             config,
             router,
             clusters,
@@ -45,6 +59,17 @@ impl Snapshot {
             generation,
         })
     }
+}
+
+/// The outcome of configuration reloads, for `/health`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// When the last reload was attempted.
+    pub last_attempt: Option<SystemTime>,
+    /// Why the last reload was rejected; `None` once a reload applied.
+    pub last_error: Option<String>,
+    pub applied: u64,
+    pub rejected: u64,
 }
 
 /// State shared by the listeners, the data path and the admin listener.
@@ -56,15 +81,17 @@ pub struct Gateway {
     generation: AtomicU64,
     ready: AtomicBool,
     draining: AtomicBool,
+    reload: Mutex<ReloadStatus>,
     pub started: Instant,
 }
 
 impl Gateway {
     /// Builds the gateway around its first configuration.
     pub fn new(config: Config) -> Result<Arc<Gateway>, ConfigErrors> {
-        let snapshot = Snapshot::build(config, 1)?;
+        let snapshot = Snapshot::build(config, 1, None)?;
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        metrics.generation.set(1);
         Ok(Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -72,8 +99,59 @@ impl Gateway {
             generation: AtomicU64::new(1),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            reload: Mutex::new(ReloadStatus::default()),
             started: Instant::now(),
         }))
+    }
+
+    /// Swaps in a new configuration: new requests use it, requests in flight finish on
+    /// the one they started with. Returns the new generation. On error nothing changes
+    /// and the error is recorded for `/health`.
+    pub fn apply(&self, config: Config) -> Result<u64, ConfigErrors> {
+        let current = self.snapshot();
+        let generation = self.generation() + 1;
+        match Snapshot::build(config, generation, Some(&current)) {
+            Ok(snapshot) => {
+                self.snapshot.store(Arc::new(snapshot));
+                self.generation.store(generation, Ordering::Relaxed);
+                self.metrics.generation.set(generation as i64);
+                self.record_reload(None);
+                Ok(generation)
+            }
+            Err(errors) => {
+                self.record_reload(Some(errors.to_string()));
+                Err(errors)
+            }
+        }
+    }
+
+    /// Records a reload's outcome: `None` when it applied, the reason when it did not.
+    pub fn record_reload(&self, error: Option<String>) {
+        let result = if error.is_some() {
+            ReloadResult::rejected
+        } else {
+            ReloadResult::applied
+        };
+        self.metrics
+            .reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+        let mut status = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_attempt = Some(SystemTime::now());
+        if error.is_some() {
+            status.rejected += 1;
+        } else {
+            status.applied += 1;
+        }
+        status.last_error = error;
+    }
+
+    /// The outcome of reloads so far.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The configuration new requests use.

@@ -8,11 +8,13 @@ pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod reload;
 pub mod rescue;
 pub mod router;
 mod serve;
 pub mod upstream;
 
 pub use gateway::{Gateway, Snapshot};
-pub use listener::Listeners;
+pub use listener::{ListenKey, Listeners};
+pub use reload::{Reloader, Trigger};
 pub use serve::serve;

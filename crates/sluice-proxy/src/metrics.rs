@@ -87,6 +87,19 @@ impl From<http::StatusCode> for StatusClass {
     }
 }
 
+/// How a configuration reload ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: ReloadResult,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    applied,
+    rejected,
+}
+
 /// Every metric the data path records.
 #[derive(Debug)]
 pub struct Metrics {
@@ -96,6 +109,8 @@ pub struct Metrics {
     pub active_requests: Gauge,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
+    pub reloads: Family<ReloadLabels, Counter>,
+    pub generation: Gauge,
     pub unmatched: Arc<String>,
 }
 
@@ -113,6 +128,8 @@ impl Metrics {
             active_requests: Gauge::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
+            reloads: Family::default(),
+            generation: Gauge::default(),
             unmatched: Arc::new("unmatched".to_string()),
         };
         let r = registry.sub_registry_with_prefix("sluice");
@@ -145,6 +162,16 @@ impl Metrics {
             "sent_bytes",
             "Bytes written to clients",
             m.bytes_sent.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads, by result (applied or rejected)",
+            m.reloads.clone(),
+        );
+        r.register(
+            "config_generation",
+            "The configuration generation serving new requests",
+            m.generation.clone(),
         );
         Arc::new(m)
     }

@@ -1,36 +1,55 @@
-//! Runs the data plane on bound listeners until shutdown, then drains: stop accepting,
-//! let requests in flight finish within the grace period, close what is left.
+//! Runs the data plane on bound listeners until shutdown: applies reloads as they come,
+//! then drains: stop accepting, let requests in flight finish within the grace period,
+//! close what is left.
 
 use crate::gateway::Gateway;
-use crate::listener::{run_accept_loops, Listeners};
+use crate::listener::{AcceptLoops, Listeners};
 use crate::protocol::ShutdownWatch;
+use crate::reload::{Loader, ReloadRequests};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-/// Serves until `shutdown` completes, then drains for at most `server.shutdown_grace`.
-/// Returns whether every connection finished within the grace period.
+/// Serves until `shutdown` completes, applying the reloads `reloads` asks for, then drains
+/// for at most `server.shutdown_grace`. Returns whether every connection finished within
+/// the grace period.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
+    mut reloads: ReloadRequests,
+    load: Loader,
 ) -> bool {
     let (stop, signal) = watch::channel(false);
     let (done, mut all_done) = mpsc::channel::<()>(1);
-    let accept = tokio::spawn(run_accept_loops(
+    let mut accept = AcceptLoops::start(
         listeners,
         Arc::clone(&gateway),
         ShutdownWatch { signal, done },
-    ));
+    );
     gateway.set_ready();
-    shutdown.await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(request) = reloads.0.recv() => {
+                tracing::info!(trigger = request.trigger.as_str(), "reloading the configuration");
+                let outcome = reload(&gateway, &mut accept, &load);
+                match &outcome {
+                    Ok(generation) => tracing::info!(generation, "configuration reloaded"),
+                    Err(e) => tracing::error!("configuration rejected; the previous one keeps serving:\n{e}"),
+                }
+                let _ = request.reply.send(outcome);
+            }
+        }
+    }
 
     gateway.set_draining();
     let grace = gateway.snapshot().config.server.shutdown_grace;
     let connections = gateway.metrics.active_connections.get();
     tracing::info!(grace = ?grace, connections, "shutting down: no new connections, draining requests in flight");
     let _ = stop.send(true);
-    let _ = accept.await;
+    accept.join().await;
     // Every connection holds a sender; `recv` returns once the last one has ended.
     match tokio::time::timeout(grace, all_done.recv()).await {
         Ok(_) => {
@@ -42,4 +61,25 @@ pub async fn serve(
             false
         }
     }
+}
+
+/// One reload: read, validate, bind what is new, swap, stop what is gone. Either all of
+/// it happens or none of it.
+fn reload(gateway: &Gateway, accept: &mut AcceptLoops, load: &Loader) -> Result<u64, String> {
+    let reject = |text: String| {
+        gateway.record_reload(Some(text.clone()));
+        text
+    };
+    let config = load().map_err(|e| reject(e.to_string()))?;
+    let added = accept
+        .bind_new(&config.server)
+        .map_err(|e| reject(e.to_string()))?;
+    let current = gateway.snapshot();
+    for change in sluice_config::restart_only_changes(&current.config, &config) {
+        tracing::warn!("{change} changed; this takes effect after a restart");
+    }
+    let server = config.server.clone();
+    let generation = gateway.apply(config).map_err(|e| e.to_string())?;
+    accept.reconcile(added, &server);
+    Ok(generation)
 }

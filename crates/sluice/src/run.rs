@@ -3,9 +3,12 @@
 
 use crate::cli::{LogFormat, RunArgs, ValidateArgs};
 use sluice_config::{Config, ConfigErrors};
-use sluice_proxy::{Gateway, Listeners, Snapshot};
+use sluice_proxy::reload::{self, Loader};
+use sluice_proxy::{Gateway, Listeners, Reloader, Snapshot, Trigger};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -19,7 +22,7 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigErrors> {
 
 pub fn validate(args: &ValidateArgs) -> ExitCode {
     // Building the runtime snapshot also catches what only the router can see.
-    match load(Some(&args.config)).and_then(|config| Snapshot::build(config, 0)) {
+    match load(Some(&args.config)).and_then(|config| Snapshot::build(config, 0, None)) {
         Ok(_) => {
             println!("{}: ok", args.config.display());
             ExitCode::SUCCESS
@@ -47,7 +50,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(gateway)) {
+    match runtime.block_on(serve(gateway, args.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -77,7 +80,7 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-async fn serve(gateway: Arc<Gateway>) -> Result<(), String> {
+async fn serve(gateway: Arc<Gateway>, path: Option<PathBuf>) -> Result<(), String> {
     let snapshot = gateway.snapshot();
     let config = &snapshot.config;
     let listeners = Listeners::bind(&config.server).map_err(|e| e.to_string())?;
@@ -97,6 +100,16 @@ async fn serve(gateway: Arc<Gateway>) -> Result<(), String> {
     }
     tracing::info!(config = %config.source, version = env!("CARGO_PKG_VERSION"), "sluice started");
 
+    let (reloader, requests) = reload::channel();
+    let load: Loader = {
+        let path = path.clone();
+        Box::new(move || load(path.as_deref()))
+    };
+    tokio::spawn(reload_on_sighup(reloader.clone()));
+    if let Some(path) = path.filter(|_| config.server.watch_config) {
+        tokio::spawn(watch_file(path, reloader.clone()));
+    }
+
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(listener) = admin {
         if let Ok(addr) = listener.local_addr() {
@@ -104,16 +117,18 @@ async fn serve(gateway: Arc<Gateway>) -> Result<(), String> {
         }
         let mut stop = stop_rx.clone();
         let gw = Arc::clone(&gateway);
+        let reloader = reloader.clone();
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = sluice_admin::serve(listener, gw, stopped).await {
+            if let Err(e) = sluice_admin::serve(listener, gw, reloader, stopped).await {
                 tracing::error!("admin listener failed: {e}");
             }
         });
     }
-    let drained = sluice_proxy::serve(gateway, listeners, shutdown_signal()).await;
+    drop(reloader);
+    let drained = sluice_proxy::serve(gateway, listeners, shutdown_signal(), requests, load).await;
     let _ = stop_tx.send(true);
     tracing::info!(drained, "sluice stopped");
     Ok(())
@@ -132,6 +147,46 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Reloads on every SIGHUP.
+async fn reload_on_sighup(reloader: Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => return tracing::error!("cannot install the SIGHUP handler: {e}"),
+    };
+    while hup.recv().await.is_some() {
+        // The outcome is logged by the serve loop.
+        let _ = reloader.reload(Trigger::Signal).await;
+    }
+}
+
+/// How often the configuration file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reloads when the file's size, modification time or inode changes (editors that save
+/// by renaming a new file into place change the inode).
+async fn watch_file(path: PathBuf, reloader: Reloader) {
+    fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.modified().ok()?, meta.len(), meta.ino()))
+    }
+    let mut last = fingerprint(&path);
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = fingerprint(&path);
+        // A file being replaced may be missing for a moment: wait for it to come back.
+        if now.is_some() && now != last {
+            last = now;
+            if reloader.reload(Trigger::FileChanged).await.is_err() && reloader.is_closed() {
+                return;
+            }
+        }
     }
 }
 

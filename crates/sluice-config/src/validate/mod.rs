@@ -197,6 +197,7 @@ fn server(c: &mut Checker, s: &raw::ServerConfig) -> Server {
         threads,
         shutdown_grace,
         access_log: s.access_log.unwrap_or(true),
+        watch_config: s.watch_config.unwrap_or(true),
         limits,
     }
 }

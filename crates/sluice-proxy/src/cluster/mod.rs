@@ -13,6 +13,33 @@ use sluice_config::{Balance, Cluster as ClusterConfig, HashKey, Target, TargetAd
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// What makes a target the same across a reload: its URL and weight, and the cluster
+/// settings its client and state depend on. An equal key keeps the running state.
+#[derive(Debug, PartialEq)]
+struct TargetKey {
+    target: Target,
+    http2: bool,
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
+    pool_max_idle: usize,
+    sticky_cookie: Option<String>,
+}
+
+impl TargetKey {
+    fn new(target: &Target, config: &ClusterConfig) -> TargetKey {
+        TargetKey {
+            target: target.clone(),
+            http2: config.http2,
+            connect_timeout: config.connect_timeout,
+            pool_idle_timeout: config.pool_idle_timeout,
+            pool_max_idle: config.pool_max_idle,
+            sticky_cookie: (config.balance == Balance::Sticky)
+                .then(|| config.sticky_cookie.clone()),
+        }
+    }
+}
 
 /// One target of a cluster.
 #[derive(Debug)]
@@ -30,6 +57,7 @@ pub struct TargetState {
     set_sticky: Option<HeaderValue>,
     pub client: UpstreamClient,
     active: AtomicUsize,
+    key: TargetKey,
 }
 
 impl TargetState {
@@ -74,11 +102,16 @@ pub struct Pick {
 }
 
 impl Cluster {
-    pub fn new(config: &ClusterConfig) -> Cluster {
+    /// Builds a cluster; targets `previous` runs with an equal [`TargetKey`] are reused.
+    pub fn new(config: &ClusterConfig, previous: Option<&Cluster>) -> Cluster {
         let targets: Vec<Arc<TargetState>> = config
             .targets
             .iter()
             .map(|t| {
+                let key = TargetKey::new(t, config);
+                if let Some(old) = previous.and_then(|p| p.targets.iter().find(|o| o.key == key)) {
+                    return Arc::clone(old);
+                }
                 let host = match &t.address {
                     TargetAddress::Tcp { authority, .. } => authority.as_str(),
                     TargetAddress::Unix(_) => "localhost",
@@ -101,6 +134,7 @@ impl Cluster {
                     client: UpstreamClient::new(t, config),
                     target: t.clone(),
                     active: AtomicUsize::new(0),
+                    key,
                 })
             })
             .collect();
@@ -182,7 +216,7 @@ mod tests {
     fn hash_cluster(key: &str) -> Cluster {
         let src = format!("[clusters.c]\ntargets = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\nbalance = \"hash\"\nhash_key = \"{key}\"\n");
         let config = sluice_config::parse(&src, "t.toml").expect("valid config");
-        Cluster::new(&config.clusters[0])
+        Cluster::new(&config.clusters[0], None)
     }
 
     fn pick(cluster: &Cluster, uri: &str) -> usize {

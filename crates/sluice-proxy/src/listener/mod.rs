@@ -4,7 +4,7 @@ mod counting;
 
 use crate::gateway::Gateway;
 use crate::lifecycle::ConnInfo;
-use crate::protocol::{http_builder, serve_connection, stopped, Http, ShutdownWatch};
+use crate::protocol::{serve_connection, stopped, ShutdownWatch};
 use counting::CountingIo;
 use sluice_config::Server;
 use std::future::Future;
@@ -15,26 +15,54 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where a listener listens, as the configuration names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenKey {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenKey::Tcp(addr) => write!(f, "{addr}"),
+            ListenKey::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
 
 /// The data plane's bound sockets.
 #[derive(Debug, Default)]
 pub struct Listeners {
-    pub tcp: Vec<TcpListener>,
+    /// Each TCP listener with the address the configuration gave it.
+    pub tcp: Vec<(SocketAddr, TcpListener)>,
     pub unix: Vec<(PathBuf, UnixListener)>,
 }
 
 impl Listeners {
     /// Binds every `server.listen` address and `server.unix` path.
     pub fn bind(server: &Server) -> io::Result<Listeners> {
+        Listeners::bind_missing(server, &[])
+    }
+
+    /// Binds the addresses and paths of `server` that are not in `skip`.
+    fn bind_missing(server: &Server, skip: &[ListenKey]) -> io::Result<Listeners> {
         let mut listeners = Listeners::default();
         for addr in &server.listen {
-            listeners.tcp.push(
-                bind_tcp(*addr).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-                })?,
-            );
+            if skip.contains(&ListenKey::Tcp(*addr)) {
+                continue;
+            }
+            let listener = bind_tcp(*addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            listeners.tcp.push((*addr, listener));
         }
         for path in &server.unix {
+            if skip.contains(&ListenKey::Unix(path.clone())) {
+                continue;
+            }
             let listener = bind_unix(path).map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -50,8 +78,12 @@ impl Listeners {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.tcp
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(_, l)| l.local_addr().ok())
             .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tcp.is_empty() && self.unix.is_empty()
     }
 }
 
@@ -84,32 +116,103 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-/// Accepts connections on every listener until `shutdown.signal` turns true. Each
-/// connection holds a clone of `shutdown.done` until it ends, so the caller can wait for
-/// the last one.
-pub async fn run_accept_loops(
-    listeners: Listeners,
+/// One running accept loop.
+#[derive(Debug)]
+struct Running {
+    key: ListenKey,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The accept loops of the data plane. Each listener has its own, so a reload can add
+/// and remove listeners while the others (and every open connection) carry on.
+#[derive(Debug)]
+pub struct AcceptLoops {
+    running: Vec<Running>,
     gateway: Arc<Gateway>,
     shutdown: ShutdownWatch,
-) {
-    let http = Arc::new(http_builder(&gateway.snapshot().config.server.limits));
-    let mut tasks = tokio::task::JoinSet::new();
-    for listener in listeners.tcp {
-        tasks.spawn(run_accept_loop(
-            listener,
-            Arc::clone(&http),
-            Arc::clone(&gateway),
-            shutdown.clone(),
-        ));
+}
+
+impl AcceptLoops {
+    /// Starts accepting on `listeners`. Every connection holds a clone of
+    /// `shutdown.done` until it ends, so the caller can wait for the last one.
+    pub fn start(listeners: Listeners, gateway: Arc<Gateway>, shutdown: ShutdownWatch) -> Self {
+        let mut loops = AcceptLoops {
+            running: Vec::new(),
+            gateway,
+            shutdown,
+        };
+        loops.spawn(listeners);
+        loops
     }
-    for (path, listener) in listeners.unix {
-        let (http, gateway, shutdown) = (Arc::clone(&http), Arc::clone(&gateway), shutdown.clone());
-        tasks.spawn(async move {
-            run_accept_loop(listener, http, gateway, shutdown).await;
-            let _ = std::fs::remove_file(&path);
+
+    fn spawn(&mut self, listeners: Listeners) {
+        for (addr, listener) in listeners.tcp {
+            self.spawn_one(ListenKey::Tcp(addr), listener, || {});
+        }
+        for (path, listener) in listeners.unix {
+            // A stopped Unix listener takes its socket file with it.
+            self.spawn_one(ListenKey::Unix(path.clone()), listener, move || {
+                let _ = std::fs::remove_file(&path);
+            });
+        }
+    }
+
+    fn spawn_one<A: Acceptor>(
+        &mut self,
+        key: ListenKey,
+        listener: A,
+        on_end: impl FnOnce() + Send + 'static,
+    ) {
+        let (stop, own) = watch::channel(false);
+        let gateway = Arc::clone(&self.gateway);
+        let shutdown = self.shutdown.clone();
+        let task = tokio::spawn(async move {
+            run_accept_loop(listener, gateway, shutdown, own).await;
+            on_end();
         });
+        self.running.push(Running { key, stop, task });
     }
-    while tasks.join_next().await.is_some() {}
+
+    /// Binds what `server` lists and is not listening yet. Nothing changes on error.
+    pub fn bind_new(&self, server: &Server) -> io::Result<Listeners> {
+        let keys: Vec<ListenKey> = self.running.iter().map(|r| r.key.clone()).collect();
+        Listeners::bind_missing(server, &keys)
+    }
+
+    /// Starts the listeners bound by [`AcceptLoops::bind_new`] and stops those `server`
+    /// no longer lists. Connections accepted by a stopped listener carry on.
+    pub fn reconcile(&mut self, added: Listeners, server: &Server) {
+        let wanted = |key: &ListenKey| match key {
+            ListenKey::Tcp(addr) => server.listen.contains(addr),
+            ListenKey::Unix(path) => server.unix.contains(path),
+        };
+        let (keep, stop): (Vec<Running>, Vec<Running>) =
+            self.running.drain(..).partition(|r| wanted(&r.key));
+        self.running = keep;
+        for r in stop {
+            tracing::info!(listener = %r.key, "stopped listening");
+            let _ = r.stop.send(true);
+        }
+        if !added.is_empty() {
+            for key in added
+                .tcp
+                .iter()
+                .map(|(a, _)| ListenKey::Tcp(*a))
+                .chain(added.unix.iter().map(|(p, _)| ListenKey::Unix(p.clone())))
+            {
+                tracing::info!(listener = %key, "listening");
+            }
+            self.spawn(added);
+        }
+    }
+
+    /// Waits for every accept loop to end (after the shutdown signal).
+    pub async fn join(self) {
+        for r in self.running {
+            let _ = r.task.await;
+        }
+    }
 }
 
 /// A listening socket of either kind.
@@ -137,15 +240,16 @@ impl Acceptor for UnixListener {
 
 async fn run_accept_loop<A: Acceptor>(
     listener: A,
-    http: Arc<Http>,
     gateway: Arc<Gateway>,
     shutdown: ShutdownWatch,
+    mut own: watch::Receiver<bool>,
 ) {
     let mut stop = shutdown.signal.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.next() => accepted,
             () = stopped(&mut stop) => break,
+            () = stopped(&mut own) => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -155,7 +259,7 @@ async fn run_accept_loop<A: Acceptor>(
                     proto: "http",
                 };
                 tokio::spawn(serve_connection(
-                    Arc::clone(&http),
+                    Arc::clone(&gateway.snapshot().http),
                     io,
                     Arc::clone(&gateway),
                     conn,

@@ -40,6 +40,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The configuration file a test gateway runs: `[server]` on `port` with `server_lines`,
+/// admin on `admin_port`, then `body`.
+pub fn config_text(port: u16, admin_port: u16, server_lines: &str, body: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\nshutdown_grace = \"10s\"\n{server_lines}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
+    )
+}
+
 /// A running `sluice run` process. Killed on drop.
 pub struct Gateway {
     pub child: Option<Child>,
@@ -68,9 +76,7 @@ impl Gateway {
         let dir = scratch_dir();
         let port = free_port();
         let admin_port = free_port();
-        let config = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 2\nshutdown_grace = \"10s\"\n{server_lines}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n"
-        );
+        let config = config_text(port, admin_port, server_lines, body);
         let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.join("sluice.log")).expect("log file");
@@ -88,6 +94,16 @@ impl Gateway {
             dir,
             config_path,
         }
+    }
+
+    /// Replaces the configuration file, keeping the ports the gateway was started on.
+    pub fn rewrite(&self, server_lines: &str, body: &str) {
+        let text = config_text(self.addr.port(), self.admin.port(), server_lines, body);
+        // Written beside and renamed into place, as editors and deploy tools do, so a
+        // watcher never reads half a file.
+        let tmp = self.dir.join("sluice.toml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
     }
 
     /// Starts the gateway with default `[server]` settings.

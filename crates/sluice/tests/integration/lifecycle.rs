@@ -51,14 +51,14 @@ async fn wait_until_draining(gw: &Gateway) {
 }
 
 /// An origin whose handler has started (`arrived`) and waits for the test (`release`).
-struct Held {
-    origin: Origin,
-    arrived: Arc<Notify>,
-    release: Arc<Notify>,
+pub(crate) struct Held {
+    pub(crate) origin: Origin,
+    pub(crate) arrived: Arc<Notify>,
+    pub(crate) release: Arc<Notify>,
 }
 
 /// An origin that answers `body` in one piece once released.
-async fn held_origin(body: &'static str) -> Held {
+pub(crate) async fn held_origin(body: &'static str) -> Held {
     let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let (a, r) = (Arc::clone(&arrived), Arc::clone(&release));
     let origin = Origin::custom("held", move |_| {

@@ -13,3 +13,4 @@ mod errors;
 mod h2_hardening;
 mod hardening;
 mod lifecycle;
+mod reload;

@@ -121,7 +121,11 @@ async fn fill<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) {
 }
 
 /// Takes bytes up to and including the next `delimiter`, reading more as needed.
-async fn take_until<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>, delim: &[u8]) -> String {
+pub(crate) async fn take_until<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    delim: &[u8],
+) -> String {
     loop {
         if let Some(i) = buf.windows(delim.len()).position(|w| w == delim) {
             let taken: Vec<u8> = buf.drain(..i + delim.len()).collect();
@@ -131,7 +135,11 @@ async fn take_until<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>, delim: &
     }
 }
 
-async fn take_exact<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>, n: usize) -> Vec<u8> {
+pub(crate) async fn take_exact<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    n: usize,
+) -> Vec<u8> {
     while buf.len() < n {
         fill(s, buf).await;
     }
@@ -532,9 +540,10 @@ async fn trailers_pass_through() {
     );
 }
 
-#[tokio::test]
-async fn upgrades_switch_protocols_or_stay_http() {
-    let ws = Origin::custom("ws", |mut req: Request<Incoming>| async move {
+/// An origin that switches `Upgrade: websocket` requests to a byte stream: it says
+/// "hello from origin" and then echoes every byte. Other requests get 400.
+pub(crate) async fn ws_origin() -> Origin {
+    Origin::custom("ws", |mut req: Request<Incoming>| async move {
         let asked = req.headers().get("upgrade").map(|v| v.as_bytes()) == Some(b"websocket")
             && req.headers().contains_key("sec-websocket-key");
         if !asked {
@@ -562,7 +571,16 @@ async fn upgrades_switch_protocols_or_stay_http() {
             .body(empty_body())
             .expect("response")
     })
-    .await;
+    .await
+}
+
+/// The request head of a WebSocket handshake, after the request line.
+pub(crate) const WS_HANDSHAKE: &str = "Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+#[tokio::test]
+async fn upgrades_switch_protocols_or_stay_http() {
+    let ws = ws_origin().await;
     let plain = Origin::echo("plain").await;
     let config = format!(
         "{}\n[clusters.ws]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"ws\"\npath = \"/ws\"\ncluster = \"ws\"\n",
@@ -570,8 +588,7 @@ async fn upgrades_switch_protocols_or_stay_http() {
         ws.url()
     );
     let gw = Gateway::start(&config).await;
-    let handshake = "Host: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let handshake = WS_HANDSHAKE;
 
     let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
     let mut buf = Vec::new();
