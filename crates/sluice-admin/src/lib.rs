@@ -82,6 +82,7 @@ async fn reload(State(admin): State<Admin>) -> Response {
 async fn health(State(Admin { gateway, .. }): State<Admin>) -> Json<serde_json::Value> {
     let snapshot = gateway.snapshot();
     let reload = gateway.reload_status();
+    let now = tokio::time::Instant::now();
     let since_epoch = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -94,7 +95,22 @@ async fn health(State(Admin { gateway, .. }): State<Admin>) -> Json<serde_json::
             let targets: Vec<serde_json::Value> = c
                 .targets
                 .iter()
-                .map(|t| serde_json::json!({ "url": &*t.name, "weight": t.target.weight, "active_requests": t.active() }))
+                .map(|t| {
+                    serde_json::json!({
+                        "url": &*t.name,
+                        "weight": t.target.weight,
+                        "active_requests": t.active(),
+                        "healthy": t.is_healthy(now),
+                        "health_checks": t.health.as_ref().map(|h| serde_json::json!({
+                            "passing": h.is_healthy(),
+                            "failed_checks": h.failed_checks(),
+                        })),
+                        "ejected": t.ejector.as_ref().is_some_and(|e| e.is_ejected(now)),
+                        "ejections": t.ejector.as_ref().map_or(0, |e| e.ejections()),
+                        "circuit": t.circuit(now).as_str(),
+                        "circuit_opened": t.breaker.as_ref().map_or(0, |b| b.times_opened()),
+                    })
+                })
                 .collect();
             serde_json::json!({ "name": &*c.name, "targets": targets })
         })

@@ -97,6 +97,78 @@ pub struct ClusterConfig {
     pub connect_timeout: Option<Spanned<String>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
     pub pool_max_idle: Option<Spanned<i64>>,
+    pub max_requests: Option<Spanned<i64>>,
+    pub max_pending: Option<Spanned<i64>>,
+    pub panic_threshold: Option<Spanned<i64>>,
+    pub health: Option<Spanned<HealthConfig>>,
+    pub outlier: Option<Spanned<OutlierConfig>>,
+    pub breaker: Option<Spanned<BreakerConfig>>,
+}
+
+/// `[clusters.NAME.health]`: active health checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub expect: Option<Vec<Spanned<StatusValue>>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+}
+
+/// A status code (`200`) or a class (`"2xx"`).
+#[derive(Debug)]
+pub enum StatusValue {
+    Code(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for StatusValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StatusValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a status code like 200 or a class like \"2xx\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusValue, E> {
+                Ok(StatusValue::Code(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusValue, E> {
+                Ok(StatusValue::Code(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusValue, E> {
+                Ok(StatusValue::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[clusters.NAME.outlier]`: passive ejection of failing targets.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub base_ejection: Option<Spanned<String>>,
+    pub max_ejection: Option<Spanned<String>>,
+    pub max_ejected_percent: Option<Spanned<i64>>,
+}
+
+/// `[clusters.NAME.breaker]`: a circuit breaker per target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub failure_percent: Option<Spanned<i64>>,
+    pub window: Option<Spanned<String>>,
+    pub min_requests: Option<Spanned<i64>>,
+    pub open_for: Option<Spanned<String>>,
+    pub half_open_requests: Option<Spanned<i64>>,
 }
 
 /// A target: a URL, or a table with a URL and a weight.

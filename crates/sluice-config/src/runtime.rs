@@ -50,7 +50,7 @@ pub struct Admin {
 }
 
 /// A named set of targets with a balancing policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub name: String,
     pub targets: Vec<Target>,
@@ -61,6 +61,77 @@ pub struct Cluster {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     pub sticky_cookie: String,
+    /// Requests in flight to the whole cluster at most; `None`: no cap.
+    pub max_requests: Option<usize>,
+    /// Requests that may wait for a free slot when `max_requests` is reached.
+    pub max_pending: usize,
+    /// When fewer than this percentage of targets are healthy, use them all.
+    pub panic_threshold: u8,
+    pub health: Option<HealthCheck>,
+    pub outlier: Option<Outlier>,
+    pub breaker: Option<Breaker>,
+}
+
+/// Active health checks of every target of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a target back.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a target out.
+    pub unhealthy_threshold: u32,
+}
+
+/// How a target is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// `GET path` answered with one of `expect`.
+    Http {
+        path: String,
+        host: Option<HeaderValue>,
+        expect: Vec<StatusRange>,
+    },
+    /// A connection is accepted.
+    Tcp,
+}
+
+/// Statuses from `.0` to `.1`, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange(pub u16, pub u16);
+
+impl StatusRange {
+    pub fn contains(&self, status: u16) -> bool {
+        (self.0..=self.1).contains(&status)
+    }
+}
+
+/// Passive outlier detection: targets that keep failing leave the rotation for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outlier {
+    /// Consecutive connect failures or 5xx answers that eject a target.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; it doubles on each repeat, up to `max_ejection`.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// At most this percentage of a cluster's targets is ejected at once.
+    pub max_ejected_percent: u8,
+}
+
+/// A circuit breaker per target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Breaker {
+    /// Consecutive failures that open the circuit.
+    pub consecutive_failures: u32,
+    /// Failure percentage over `window` that opens the circuit, once `min_requests` were seen.
+    pub failure_percent: Option<u8>,
+    pub window: Duration,
+    pub min_requests: u32,
+    /// How long the circuit stays open before letting probes through.
+    pub open_for: Duration,
+    /// Probe requests let through while half-open; that many successes close it.
+    pub half_open_requests: u32,
 }
 
 /// One upstream server.

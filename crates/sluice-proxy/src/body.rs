@@ -17,6 +17,16 @@ use std::time::Instant;
 pub struct ResponseBody {
     inner: Inner,
     record: Option<RequestRecord>,
+    /// Released when the body ends: the request's count at its target and its slot in
+    /// the cluster.
+    held: Option<Held>,
+}
+
+/// What a proxied request holds until its response has been sent.
+#[derive(Debug)]
+pub struct Held {
+    pub in_flight: crate::cluster::InFlight,
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 #[derive(Debug)]
@@ -46,6 +56,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Upstream(body),
             record: None,
+            held: None,
         }
     }
 
@@ -55,6 +66,7 @@ impl ResponseBody {
         ResponseBody {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
             record: None,
+            held: None,
         }
     }
 
@@ -63,7 +75,13 @@ impl ResponseBody {
         self.record = Some(record);
     }
 
+    /// Holds `held` until the body ends or is dropped.
+    pub fn hold(&mut self, held: Held) {
+        self.held = Some(held);
+    }
+
     fn finish(&mut self, complete: bool) {
+        self.held = None;
         if let Some(record) = self.record.take() {
             record.finish(complete);
         }

@@ -3,7 +3,7 @@
 //! admin listener reports.
 
 use crate::cluster::Cluster;
-use crate::metrics::{Metrics, ReloadLabels, ReloadResult};
+use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TargetCollector};
 use crate::protocol::{http_builder, Http};
 use crate::router::Router;
 use arc_swap::ArcSwap;
@@ -75,7 +75,7 @@ pub struct ReloadStatus {
 /// State shared by the listeners, the data path and the admin listener.
 #[derive(Debug)]
 pub struct Gateway {
-    snapshot: ArcSwap<Snapshot>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub registry: Registry,
     generation: AtomicU64,
@@ -92,8 +92,12 @@ impl Gateway {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         metrics.generation.set(1);
+        let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+        registry
+            .sub_registry_with_prefix("sluice")
+            .register_collector(Box::new(TargetCollector(Arc::clone(&snapshot))));
         Ok(Arc::new(Gateway {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot,
             metrics,
             registry,
             generation: AtomicU64::new(1),
@@ -152,6 +156,14 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Starts the active health checks of targets that do not run them yet; called once
+    /// the runtime runs, and after every reload.
+    pub fn start_health_checks(&self) {
+        for cluster in &self.snapshot().clusters {
+            cluster.start_health_checks();
+        }
     }
 
     /// The configuration new requests use.

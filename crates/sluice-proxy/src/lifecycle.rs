@@ -1,8 +1,8 @@
 //! A request's whole life, top to bottom: limits, host, path, route, then either the
 //! gateway's own answer or cluster -> target -> response; failures go through `rescue`.
 
-use crate::body::{RequestRecord, ResponseBody};
-use crate::cluster::{Cluster, TargetState};
+use crate::body::{Held, RequestRecord, ResponseBody};
+use crate::cluster::{Cluster, Outcome, TargetState};
 use crate::gateway::{Gateway, Snapshot};
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
@@ -145,8 +145,9 @@ async fn proxy(
 
     let unchanged = matches!(normal_path, Cow::Borrowed(_));
     let upstream_path = upstream_path(route, &parts.uri, &normal_path, unchanged, &params)?;
-    let pick = cluster.pick(&parts, &normal_path, conn.peer.map(|p| p.ip()));
-    let target = Arc::clone(&pick.target);
+    let slot = cluster.acquire_slot(route.timeout).await?;
+    let (_, mut pick) = cluster.pick(&parts, &normal_path, conn.peer.map(|p| p.ip()), &[])?;
+    let target = Arc::clone(pick.in_flight.target());
     progress.target = Some(Arc::clone(&target));
 
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
@@ -176,24 +177,37 @@ async fn proxy(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
     let body = RequestBody::new(body, declared);
-    let in_flight = target.track();
-    let mut response = target
+    let sent = target
         .client
         .send(Request::from_parts(parts, body), route.timeout)
-        .await?;
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            if error.is_target_failure() {
+                cluster.record(&mut pick.in_flight, Outcome::Failure);
+            }
+            return Err(error);
+        }
+    };
+    let outcome = if response.status().is_server_error() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
+    cluster.record(&mut pick.in_flight, outcome);
     if upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(crate::protocol::tunnel(
                 client_upgrade,
                 upstream_upgrade,
-                in_flight,
+                pick.in_flight,
             ));
         }
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, ResponseBody::full("")));
     }
-    drop(in_flight);
     let (mut parts, body) = response.into_parts();
     // The client is answered in its own protocol, whatever the target spoke.
     parts.version = client_version;
@@ -201,7 +215,12 @@ async fn proxy(
     if let Some(cookie) = pick.set_cookie {
         parts.headers.append(SET_COOKIE, cookie);
     }
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    let mut body = ResponseBody::upstream(body);
+    body.hold(Held {
+        in_flight: pick.in_flight,
+        slot,
+    });
+    Ok(Response::from_parts(parts, body))
 }
 
 /// URI, header-size and header-count limits, checked before anything else.

@@ -1,11 +1,17 @@
 //! The data path's Prometheus metrics, recorded where requests and connections end and
 //! served by the admin listener from one registry.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -174,5 +180,74 @@ impl Metrics {
             m.generation.clone(),
         );
         Arc::new(m)
+    }
+}
+
+/// Reads the targets of the current snapshot at scrape time: health, ejections, circuit
+/// state and requests in flight, so the data path records nothing for them.
+#[derive(Debug)]
+pub struct TargetCollector(pub Arc<arc_swap::ArcSwap<crate::gateway::Snapshot>>);
+
+impl Collector for TargetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::cluster::breaker::CircuitState;
+        let snapshot = self.0.load();
+        let now = tokio::time::Instant::now();
+        let targets = || {
+            snapshot.clusters.iter().flat_map(|c| {
+                c.targets.iter().map(move |t| {
+                    let labels: [(&str, &str); 2] = [("cluster", &c.name), ("target", &t.name)];
+                    (labels, t)
+                })
+            })
+        };
+        let mut family = encoder.encode_descriptor(
+            "target_healthy",
+            "1 when the target passes its health checks and is not ejected",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, t) in targets() {
+            ConstGauge::new(i64::from(t.is_healthy(now))).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "target_active_requests",
+            "Requests in flight to the target",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, t) in targets() {
+            let active = i64::try_from(t.active()).unwrap_or(i64::MAX);
+            ConstGauge::new(active).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "target_ejections",
+            "Times outlier detection ejected the target",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, t) in targets().filter(|(_, t)| t.ejector.is_some()) {
+            let ejections = t.ejector.as_ref().map_or(0, |e| e.ejections());
+            ConstCounter::new(ejections).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "target_circuit_state",
+            "The target's circuit breaker state: 1 for the current one",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, t) in targets().filter(|(_, t)| t.breaker.is_some()) {
+            let current = t.circuit(now);
+            for state in [
+                CircuitState::Closed,
+                CircuitState::Open,
+                CircuitState::HalfOpen,
+            ] {
+                let labels = [labels[0], labels[1], ("state", state.as_str())];
+                ConstGauge::new(i64::from(current == state))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }

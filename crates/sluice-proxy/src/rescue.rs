@@ -2,7 +2,7 @@
 //! `application/problem+json` body carrying the request id.
 
 use crate::body::ResponseBody;
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use std::time::Duration;
 
@@ -35,6 +35,12 @@ pub enum ProxyError {
     Upstream { target: String, cause: String },
     #[error("target {target} did not answer within {after:?}")]
     UpstreamTimeout { target: String, after: Duration },
+    #[error("no healthy target in cluster {cluster}")]
+    NoHealthyTarget { cluster: String },
+    #[error("the circuit of every usable target in cluster {cluster} is open")]
+    CircuitOpen { cluster: String },
+    #[error("cluster {cluster} is at its max_requests and max_pending")]
+    ClusterOverloaded { cluster: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -55,6 +61,9 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            ProxyError::NoHealthyTarget { .. }
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::ClusterOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,8 +83,22 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } => "upstream_connect_timeout",
             ProxyError::Upstream { .. } => "upstream_failed",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::NoHealthyTarget { .. } => "no_healthy_target",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
+            ProxyError::ClusterOverloaded { .. } => "cluster_overloaded",
             ProxyError::Internal(_) => "internal",
         }
+    }
+
+    /// Whether the failure is the target's (for outlier detection and the breaker).
+    pub fn is_target_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. }
+                | ProxyError::ConnectTimeout { .. }
+                | ProxyError::Upstream { .. }
+                | ProxyError::UpstreamTimeout { .. }
+        )
     }
 }
 
@@ -104,6 +127,11 @@ pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
         }
         ProxyError::BadFraming(_) | ProxyError::DownstreamBody(_) => {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        ProxyError::NoHealthyTarget { .. }
+        | ProxyError::CircuitOpen { .. }
+        | ProxyError::ClusterOverloaded { .. } => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         _ => {}
     }

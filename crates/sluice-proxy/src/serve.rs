@@ -27,6 +27,7 @@ pub async fn serve(
         Arc::clone(&gateway),
         ShutdownWatch { signal, done },
     );
+    gateway.start_health_checks();
     gateway.set_ready();
     tokio::pin!(shutdown);
     loop {
@@ -80,6 +81,7 @@ fn reload(gateway: &Gateway, accept: &mut AcceptLoops, load: &Loader) -> Result<
     }
     let server = config.server.clone();
     let generation = gateway.apply(config).map_err(|e| e.to_string())?;
+    gateway.start_health_checks();
     accept.reconcile(added, &server);
     Ok(generation)
 }

@@ -1,6 +1,6 @@
 //! Validation of `[clusters.NAME]`: targets, weights, balancing and pool settings.
 
-use super::Checker;
+use super::{resilience, Checker};
 use crate::raw::{self, TargetConfig};
 use crate::runtime::*;
 use http::{HeaderName, HeaderValue};
@@ -107,6 +107,31 @@ pub(super) fn cluster(
         Some(s) => s.get_ref().clone(),
         None => "sluice_sticky".to_string(),
     };
+    let max_requests = cfg
+        .max_requests
+        .as_ref()
+        .map(|_| c.count(&cfg.max_requests, &format!("{key}.max_requests"), 1, 1));
+    let max_pending = c.count(&cfg.max_pending, &format!("{key}.max_pending"), 0, 0);
+    if let Some(p) = cfg.max_pending.as_ref().filter(|_| max_requests.is_none()) {
+        c.fail(
+            p.span(),
+            &format!("{key}.max_pending"),
+            "max_pending needs max_requests",
+        );
+    }
+    let panic_threshold = c.percent(&cfg.panic_threshold, &format!("{key}.panic_threshold"), 0);
+    let health = cfg
+        .health
+        .as_ref()
+        .map(|h| resilience::health(c, h.get_ref(), &format!("{key}.health")));
+    let outlier = cfg
+        .outlier
+        .as_ref()
+        .map(|o| resilience::outlier(c, o.get_ref(), &format!("{key}.outlier")));
+    let breaker = cfg
+        .breaker
+        .as_ref()
+        .map(|b| resilience::breaker(c, b.get_ref(), &format!("{key}.breaker")));
     (c.errors.len() == before).then(|| Cluster {
         name: name.get_ref().clone(),
         targets,
@@ -117,6 +142,12 @@ pub(super) fn cluster(
         pool_idle_timeout,
         pool_max_idle,
         sticky_cookie,
+        max_requests,
+        max_pending,
+        panic_threshold,
+        health,
+        outlier,
+        breaker,
     })
 }
 

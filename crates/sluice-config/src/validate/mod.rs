@@ -3,6 +3,7 @@
 //! beside it.
 
 mod cluster;
+mod resilience;
 mod route;
 
 use crate::error::LineIndex;

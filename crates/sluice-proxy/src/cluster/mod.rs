@@ -1,19 +1,32 @@
-//! A cluster at run time: its targets (each with a pooled upstream client and a count of
-//! requests in flight) and the policy that picks one per request.
+//! A cluster at run time: its targets (each with a pooled upstream client, a count of
+//! requests in flight, and its health, ejection and circuit state), the cap on its
+//! concurrent requests, and the policy that picks one target per request.
 
 pub mod balance;
+pub mod breaker;
+pub mod health;
+pub mod outlier;
 mod sticky;
 
+use crate::rescue::ProxyError;
 use crate::upstream::UpstreamClient;
 use balance::{Balancer, HashRing, PickInput, SmoothWeighted};
+use breaker::{Admission, CircuitBreaker, CircuitState, Transition};
+use health::ActiveHealth;
 use http::request::Parts;
 use http::uri::Authority;
 use http::HeaderValue;
-use sluice_config::{Balance, Cluster as ClusterConfig, HashKey, Target, TargetAddress};
+use outlier::Ejector;
+use sluice_config::{
+    Balance, Breaker, Cluster as ClusterConfig, HashKey, HealthCheck, Outlier, Target,
+    TargetAddress,
+};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// What makes a target the same across a reload: its URL and weight, and the cluster
 /// settings its client and state depend on. An equal key keeps the running state.
@@ -25,6 +38,9 @@ struct TargetKey {
     pool_idle_timeout: Duration,
     pool_max_idle: usize,
     sticky_cookie: Option<String>,
+    health: Option<HealthCheck>,
+    outlier: Option<Outlier>,
+    breaker: Option<Breaker>,
 }
 
 impl TargetKey {
@@ -37,6 +53,9 @@ impl TargetKey {
             pool_max_idle: config.pool_max_idle,
             sticky_cookie: (config.balance == Balance::Sticky)
                 .then(|| config.sticky_cookie.clone()),
+            health: config.health.clone(),
+            outlier: config.outlier.clone(),
+            breaker: config.breaker.clone(),
         }
     }
 }
@@ -57,30 +76,103 @@ pub struct TargetState {
     set_sticky: Option<HeaderValue>,
     pub client: UpstreamClient,
     active: AtomicUsize,
+    pub health: Option<ActiveHealth>,
+    pub ejector: Option<Ejector>,
+    pub breaker: Option<CircuitBreaker>,
     key: TargetKey,
 }
 
 impl TargetState {
+    fn new(t: &Target, config: &ClusterConfig, key: TargetKey) -> TargetState {
+        let host = match &t.address {
+            TargetAddress::Tcp { authority, .. } => authority.as_str(),
+            TargetAddress::Unix(_) => "localhost",
+        };
+        let sticky_id = format!("{:016x}", balance::stable_hash(t.url.as_bytes()));
+        let set_sticky = (config.balance == Balance::Sticky)
+            .then(|| {
+                HeaderValue::try_from(sticky::set_cookie(&config.sticky_cookie, &sticky_id)).ok()
+            })
+            .flatten();
+        TargetState {
+            name: Arc::from(t.url.as_str()),
+            authority: Authority::try_from(host).unwrap_or(Authority::from_static("localhost")),
+            host_header: HeaderValue::try_from(host)
+                .unwrap_or(HeaderValue::from_static("localhost")),
+            sticky_id,
+            set_sticky,
+            client: UpstreamClient::new(t, config),
+            target: t.clone(),
+            active: AtomicUsize::new(0),
+            health: config.health.clone().map(ActiveHealth::new),
+            ejector: config.outlier.clone().map(Ejector::new),
+            breaker: config.breaker.clone().map(CircuitBreaker::new),
+            key,
+        }
+    }
+
     /// Requests to this target in flight now.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Counts a request in flight until the guard is dropped.
-    pub fn track(self: &Arc<Self>) -> InFlight {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+    /// Passing its health checks and not ejected.
+    pub fn is_healthy(&self, now: Instant) -> bool {
+        self.health.as_ref().is_none_or(ActiveHealth::is_healthy)
+            && !self.ejector.as_ref().is_some_and(|e| e.is_ejected(now))
+    }
+
+    /// The circuit's state; closed when the cluster has no breaker.
+    pub fn circuit(&self, now: Instant) -> CircuitState {
+        self.breaker
+            .as_ref()
+            .map_or(CircuitState::Closed, |b| b.state(now))
+    }
+
+    fn circuit_admits(&self, now: Instant) -> bool {
+        self.breaker.as_ref().is_none_or(|b| b.would_admit(now))
     }
 }
 
-/// A request in flight to a target; dropping it ends the count.
+/// What happened to one request sent to a target, as health tracking sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target answered with a status below 500.
+    Success,
+    /// Connect failure, reset, timeout or a 5xx answer.
+    Failure,
+}
+
+/// A request in flight to a target: counts it for `least_conn` and `/health` until
+/// dropped, and carries the circuit admission its outcome is recorded against.
 #[derive(Debug)]
-pub struct InFlight(Arc<TargetState>);
+pub struct InFlight {
+    target: Arc<TargetState>,
+    admission: Option<Admission>,
+}
+
+impl InFlight {
+    pub fn target(&self) -> &Arc<TargetState> {
+        &self.target
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.target.active.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(admission), Some(breaker)) = (self.admission.take(), &self.target.breaker) {
+            breaker.cancel(admission);
+        }
     }
+}
+
+/// The cap on a cluster's concurrent requests, and on those waiting for a slot.
+#[derive(Debug)]
+struct Slots {
+    max: usize,
+    semaphore: Arc<Semaphore>,
+    max_pending: usize,
+    pending: AtomicUsize,
 }
 
 /// A named set of targets and how to pick among them.
@@ -93,11 +185,15 @@ pub struct Cluster {
     balancer: Balancer,
     hash_key: Option<HashKey>,
     sticky_cookie: Option<String>,
+    panic_threshold: u8,
+    max_ejected_percent: u8,
+    slots: Option<Slots>,
 }
 
 /// The target picked for a request, and a cookie to set when the pick pins a client.
+#[derive(Debug)]
 pub struct Pick {
-    pub target: Arc<TargetState>,
+    pub in_flight: InFlight,
     pub set_cookie: Option<HeaderValue>,
 }
 
@@ -109,33 +205,10 @@ impl Cluster {
             .iter()
             .map(|t| {
                 let key = TargetKey::new(t, config);
-                if let Some(old) = previous.and_then(|p| p.targets.iter().find(|o| o.key == key)) {
-                    return Arc::clone(old);
+                match previous.and_then(|p| p.targets.iter().find(|o| o.key == key)) {
+                    Some(old) => Arc::clone(old),
+                    None => Arc::new(TargetState::new(t, config, key)),
                 }
-                let host = match &t.address {
-                    TargetAddress::Tcp { authority, .. } => authority.as_str(),
-                    TargetAddress::Unix(_) => "localhost",
-                };
-                let sticky_id = format!("{:016x}", balance::stable_hash(t.url.as_bytes()));
-                let set_sticky = (config.balance == Balance::Sticky)
-                    .then(|| {
-                        HeaderValue::try_from(sticky::set_cookie(&config.sticky_cookie, &sticky_id))
-                            .ok()
-                    })
-                    .flatten();
-                Arc::new(TargetState {
-                    name: Arc::from(t.url.as_str()),
-                    authority: Authority::try_from(host)
-                        .unwrap_or(Authority::from_static("localhost")),
-                    host_header: HeaderValue::try_from(host)
-                        .unwrap_or(HeaderValue::from_static("localhost")),
-                    sticky_id,
-                    set_sticky,
-                    client: UpstreamClient::new(t, config),
-                    target: t.clone(),
-                    active: AtomicUsize::new(0),
-                    key,
-                })
             })
             .collect();
         let weights: Vec<u32> = config.targets.iter().map(|t| t.weight).collect();
@@ -153,6 +226,19 @@ impl Cluster {
         };
         let sticky_cookie =
             (config.balance == Balance::Sticky).then(|| config.sticky_cookie.clone());
+        // A cluster kept by a reload keeps its slots, so requests in flight stay counted.
+        let slots = config.max_requests.map(|max| Slots {
+            max,
+            semaphore: previous
+                .and_then(|p| p.slots.as_ref())
+                .filter(|s| s.max == max)
+                .map_or_else(
+                    || Arc::new(Semaphore::new(max)),
+                    |s| Arc::clone(&s.semaphore),
+                ),
+            max_pending: config.max_pending,
+            pending: AtomicUsize::new(0),
+        });
         Cluster {
             name: Arc::from(config.name.as_str()),
             targets,
@@ -161,19 +247,78 @@ impl Cluster {
             balancer,
             hash_key,
             sticky_cookie,
+            panic_threshold: config.panic_threshold,
+            max_ejected_percent: config.outlier.as_ref().map_or(0, |o| o.max_ejected_percent),
+            slots,
+        }
+    }
+
+    /// Starts the active health checks of targets that do not run them yet.
+    pub fn start_health_checks(&self) {
+        for target in &self.targets {
+            health::start(target, Arc::clone(&self.name));
+        }
+    }
+
+    /// Takes one of the cluster's request slots, waiting up to `wait` when they are all
+    /// taken and fewer than `max_pending` requests already wait. `None`: no cap.
+    pub async fn acquire_slot(
+        &self,
+        wait: Duration,
+    ) -> Result<Option<OwnedSemaphorePermit>, ProxyError> {
+        let Some(slots) = &self.slots else {
+            return Ok(None);
+        };
+        if let Ok(permit) = Arc::clone(&slots.semaphore).try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        let overloaded = || ProxyError::ClusterOverloaded {
+            cluster: self.name.to_string(),
+        };
+        if slots.pending.fetch_add(1, Ordering::Relaxed) >= slots.max_pending {
+            slots.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(overloaded());
+        }
+        let acquired =
+            tokio::time::timeout(wait, Arc::clone(&slots.semaphore).acquire_owned()).await;
+        slots.pending.fetch_sub(1, Ordering::Relaxed);
+        match acquired {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(overloaded()),
         }
     }
 
     /// Picks the target for a request from `client_ip`; `path` is its normalised path.
-    pub fn pick(&self, request: &Parts, path: &str, client_ip: Option<IpAddr>) -> Pick {
+    /// Targets in `tried` (indexes) are skipped, so a retry goes elsewhere.
+    pub fn pick(
+        &self,
+        request: &Parts,
+        path: &str,
+        client_ip: Option<IpAddr>,
+        tried: &[usize],
+    ) -> Result<(usize, Pick), ProxyError> {
+        let now = Instant::now();
+        // Panic mode: when too few targets are healthy, health is ignored.
+        let panic = self.panic_threshold > 0 && {
+            let healthy = self.targets.iter().filter(|t| t.is_healthy(now)).count();
+            healthy * 100 < usize::from(self.panic_threshold) * self.targets.len()
+        };
+        let usable = |i: usize| {
+            let t = &self.targets[i];
+            !tried.contains(&i) && (panic || t.is_healthy(now)) && t.circuit_admits(now)
+        };
         if let Some(cookie) = &self.sticky_cookie {
-            if let Some(target) = sticky::cookie(request, cookie)
-                .and_then(|id| self.targets.iter().find(|t| t.sticky_id == id))
+            if let Some(index) = sticky::cookie(request, cookie)
+                .and_then(|id| self.targets.iter().position(|t| t.sticky_id == id))
+                .filter(|&i| usable(i))
             {
-                return Pick {
-                    target: Arc::clone(target),
-                    set_cookie: None,
-                };
+                if let Some(in_flight) = self.admit(index, now) {
+                    let pick = Pick {
+                        in_flight,
+                        set_cookie: None,
+                    };
+                    return Ok((index, pick));
+                }
             }
         }
         let ip_text;
@@ -189,16 +334,92 @@ impl Cluster {
             }
         };
         let active = |i: usize| self.targets[i].active();
-        let index = self.balancer.pick(
-            self.targets.len(),
-            &PickInput {
-                hash_key: key,
-                active: &active,
-            },
-        );
-        let target = Arc::clone(&self.targets[index]);
-        let set_cookie = target.set_sticky.clone();
-        Pick { target, set_cookie }
+        let input = PickInput {
+            hash_key: key,
+            active: &active,
+            usable: &usable,
+        };
+        // A half-open circuit can hand its last probe slot to another request between
+        // the check and the admission: then pick again.
+        for _ in 0..3 {
+            let Some(index) = self.balancer.pick(self.targets.len(), &input) else {
+                break;
+            };
+            if let Some(in_flight) = self.admit(index, now) {
+                let set_cookie = self.targets[index].set_sticky.clone();
+                return Ok((
+                    index,
+                    Pick {
+                        in_flight,
+                        set_cookie,
+                    },
+                ));
+            }
+        }
+        Err(self.unavailable(now, tried))
+    }
+
+    /// Counts a request in flight to target `index`, through its circuit.
+    fn admit(&self, index: usize, now: Instant) -> Option<InFlight> {
+        let target = &self.targets[index];
+        let admission = match &target.breaker {
+            Some(b) => Some(b.admit(now)?),
+            None => None,
+        };
+        target.active.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight {
+            target: Arc::clone(target),
+            admission,
+        })
+    }
+
+    /// Why no target could take a request.
+    fn unavailable(&self, now: Instant, tried: &[usize]) -> ProxyError {
+        let cluster = self.name.to_string();
+        let open = self
+            .targets
+            .iter()
+            .enumerate()
+            .any(|(i, t)| !tried.contains(&i) && t.is_healthy(now) && !t.circuit_admits(now));
+        if open {
+            ProxyError::CircuitOpen { cluster }
+        } else {
+            ProxyError::NoHealthyTarget { cluster }
+        }
+    }
+
+    /// Records how a request to a target went: feeds outlier detection and the circuit
+    /// breaker, and logs ejections and circuit changes.
+    pub fn record(&self, in_flight: &mut InFlight, outcome: Outcome) {
+        let now = Instant::now();
+        let failed = outcome == Outcome::Failure;
+        let target = Arc::clone(&in_flight.target);
+        if let Some(ejector) = &target.ejector {
+            let may_eject = || {
+                let ejected = self
+                    .targets
+                    .iter()
+                    .filter(|t| t.ejector.as_ref().is_some_and(|e| e.is_ejected(now)))
+                    .count();
+                let cap = (self.targets.len() * usize::from(self.max_ejected_percent) / 100)
+                    .max(usize::from(self.max_ejected_percent > 0));
+                ejected < cap
+            };
+            if let Some(length) = ejector.record(failed, now, may_eject) {
+                tracing::warn!(cluster = %self.name, target = %target.name, ejected_for = ?length, "target ejected after consecutive failures");
+            }
+        }
+        if let (Some(admission), Some(breaker)) = (in_flight.admission.take(), &target.breaker) {
+            match breaker.record(admission, failed, now) {
+                Some(Transition::Opened) => {
+                    tracing::warn!(cluster = %self.name, target = %target.name, "circuit opened")
+                }
+                Some(Transition::Closed) => {
+                    tracing::info!(cluster = %self.name, target = %target.name, "circuit closed")
+                }
+                None => {}
+            }
+        }
     }
 }
 
@@ -225,12 +446,7 @@ mod tests {
             .expect("request")
             .into_parts();
         let path = crate::router::path::normalize(parts.uri.path()).expect("a valid path");
-        let target = cluster.pick(&parts, &path, None).target;
-        cluster
-            .targets
-            .iter()
-            .position(|t| std::sync::Arc::ptr_eq(t, &target))
-            .expect("a target of the cluster")
+        cluster.pick(&parts, &path, None, &[]).expect("a target").0
     }
 
     #[test]

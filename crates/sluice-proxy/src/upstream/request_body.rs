@@ -1,7 +1,8 @@
 //! The request body sent to a target: the client's, streamed, with `Content-Length` held
-//! to. The chunk that completes the declared length is held back until the client's
-//! stream has really ended, so a client that sends more than it declared (possible over
-//! HTTP/2) aborts the upstream request instead of completing it.
+//! to, or bytes the gateway holds (health checks, replayed retries). The chunk that
+//! completes the declared length is held back until the client's stream has really
+//! ended, so a client that sends more than it declared (possible over HTTP/2) aborts the
+//! upstream request instead of completing it.
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -15,9 +16,18 @@ use std::task::{Context, Poll};
 #[error("the request body is longer than its Content-Length")]
 pub struct ExcessBody;
 
+/// A request body on its way to a target.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// The client's body, streamed.
+    Client(ClientBody),
+    /// Bytes the gateway holds; `None` once sent (or when empty).
+    Full(Option<Bytes>),
+}
+
 /// A client's request body on its way to a target.
 #[derive(Debug)]
-pub struct RequestBody {
+pub struct ClientBody {
     inner: Incoming,
     /// Bytes still expected, when the client declared a length.
     remaining: Option<u64>,
@@ -28,20 +38,53 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    /// Wraps `inner`; `declared` is the request's `Content-Length`, if it had one.
+    /// Wraps the client's body; `declared` is its `Content-Length`, if it had one.
     pub fn new(inner: Incoming, declared: Option<u64>) -> Self {
-        RequestBody {
+        RequestBody::Client(ClientBody {
             inner,
             remaining: declared,
             held: None,
             trailers: None,
-        }
+        })
+    }
+
+    /// A body of `bytes`, sent as one frame.
+    pub fn full(bytes: Bytes) -> Self {
+        RequestBody::Full((!bytes.is_empty()).then_some(bytes))
     }
 }
 
 type Polled = Poll<Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>>;
 
 impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
+        match self.get_mut() {
+            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl Body for ClientBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 

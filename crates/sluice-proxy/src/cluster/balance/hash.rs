@@ -29,14 +29,22 @@ impl HashRing {
         HashRing { points }
     }
 
-    /// The target owning `hash`: the first point at or after it, wrapping around.
-    pub fn pick(&self, hash: u64) -> usize {
-        let i = self.points.partition_point(|(p, _)| *p < hash);
-        self.points
-            .get(i)
-            .or_else(|| self.points.first())
-            .map(|(_, t)| *t)
-            .unwrap_or(0)
+    /// The owner of `hash`: the first usable target clockwise from it on the ring, so
+    /// that an unusable target's keys spread over the others and come back with it.
+    pub fn pick(&self, hash: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let start = self.points.partition_point(|(p, _)| *p < hash);
+        let (before, after) = self.points.split_at(start.min(self.points.len()));
+        let mut last = None;
+        for &(_, target) in after.iter().chain(before) {
+            if last == Some(target) {
+                continue;
+            }
+            last = Some(target);
+            if usable(target) {
+                return Some(target);
+            }
+        }
+        None
     }
 }
 
@@ -66,8 +74,8 @@ mod tests {
         let mut moved = 0;
         for k in 0..3000u32 {
             let h = stable_hash(format!("user-{k}").as_bytes());
-            let before = ring3.pick(h);
-            let after = ring2.pick(h);
+            let before = ring3.pick(h, &|_| true).expect("a target");
+            let after = ring2.pick(h, &|_| true).expect("a target");
             if before != 2 {
                 assert_eq!(before, after, "key {k} moved although its target stayed");
             } else {
@@ -89,7 +97,9 @@ mod tests {
         );
         let mut counts = [0usize; 4];
         for k in 0..8000u32 {
-            counts[ring.pick(stable_hash(&k.to_le_bytes()))] += 1;
+            counts[ring
+                .pick(stable_hash(&k.to_le_bytes()), &|_| true)
+                .expect("a target")] += 1;
         }
         assert!(counts.iter().all(|c| *c > 1200), "{counts:?}");
     }

@@ -14,6 +14,9 @@ pub struct PickInput<'a> {
     pub hash_key: Option<&'a [u8]>,
     /// Requests in flight per target, for `least_conn`.
     pub active: &'a dyn Fn(usize) -> usize,
+    /// Whether a target may take this request (healthy, not ejected, circuit not open,
+    /// not already tried).
+    pub usable: &'a dyn Fn(usize) -> bool,
 }
 
 /// A cluster's selection policy and its state.
@@ -28,29 +31,47 @@ pub enum Balancer {
 }
 
 impl Balancer {
-    /// Picks a target index among `count` targets.
-    pub fn pick(&self, count: usize, input: &PickInput<'_>) -> usize {
+    /// Picks a usable target index among `count` targets; `None` when none is usable.
+    pub fn pick(&self, count: usize, input: &PickInput<'_>) -> Option<usize> {
+        if count == 0 {
+            return None;
+        }
         match self {
-            Balancer::RoundRobin(next) => next.fetch_add(1, Ordering::Relaxed) % count,
-            Balancer::Random => fastrand::usize(..count),
-            Balancer::LeastConn(next) => {
-                least_conn(count, next.fetch_add(1, Ordering::Relaxed), input.active)
+            Balancer::RoundRobin(next) => {
+                first_usable(count, next.fetch_add(1, Ordering::Relaxed), input.usable)
             }
-            Balancer::Weighted(w) => w.pick(),
+            Balancer::Random => first_usable(count, fastrand::usize(..count), input.usable),
+            Balancer::LeastConn(next) => least_conn(
+                count,
+                next.fetch_add(1, Ordering::Relaxed),
+                input.active,
+                input.usable,
+            ),
+            Balancer::Weighted(w) => w.pick(input.usable),
             Balancer::Hash(ring, next) => match input.hash_key {
-                Some(key) => ring.pick(stable_hash(key)),
-                None => next.fetch_add(1, Ordering::Relaxed) % count,
+                Some(key) => ring.pick(stable_hash(key), input.usable),
+                None => first_usable(count, next.fetch_add(1, Ordering::Relaxed), input.usable),
             },
         }
     }
 }
 
-/// The target with the fewest requests in flight; ties go round robin from `start`.
-fn least_conn(count: usize, start: usize, active: &dyn Fn(usize) -> usize) -> usize {
+/// The first usable target from `start` on, wrapping around.
+fn first_usable(count: usize, start: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+    (0..count).map(|i| (start + i) % count).find(|&i| usable(i))
+}
+
+/// The usable target with the fewest requests in flight; ties go round robin from `start`.
+fn least_conn(
+    count: usize,
+    start: usize,
+    active: &dyn Fn(usize) -> usize,
+    usable: &dyn Fn(usize) -> bool,
+) -> Option<usize> {
     (0..count)
         .map(|i| (start + i) % count)
+        .filter(|&i| usable(i))
         .min_by_key(|&i| active(i))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -61,14 +82,21 @@ mod tests {
         0
     }
 
+    fn all(_: usize) -> bool {
+        true
+    }
+
     #[test]
     fn round_robin_is_exact() {
         let b = Balancer::RoundRobin(AtomicUsize::new(0));
         let input = PickInput {
             hash_key: None,
             active: &idle,
+            usable: &all,
         };
-        let picks: Vec<usize> = (0..6).map(|_| b.pick(3, &input)).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| b.pick(3, &input).expect("a target"))
+            .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
 
@@ -80,9 +108,10 @@ mod tests {
         let input = PickInput {
             hash_key: None,
             active: &active,
+            usable: &all,
         };
         for _ in 0..5 {
-            assert_eq!(b.pick(3, &input), 1);
+            assert_eq!(b.pick(3, &input).expect("a target"), 1);
         }
     }
 
@@ -92,8 +121,11 @@ mod tests {
         let input = PickInput {
             hash_key: None,
             active: &idle,
+            usable: &all,
         };
-        let picks: Vec<usize> = (0..3).map(|_| b.pick(3, &input)).collect();
+        let picks: Vec<usize> = (0..3)
+            .map(|_| b.pick(3, &input).expect("a target"))
+            .collect();
         assert_eq!(picks, vec![0, 1, 2]);
     }
 
@@ -102,7 +134,42 @@ mod tests {
         let input = PickInput {
             hash_key: None,
             active: &idle,
+            usable: &all,
         };
-        assert!((0..1000).all(|_| Balancer::Random.pick(4, &input) < 4));
+        assert!((0..1000).all(|_| Balancer::Random.pick(4, &input).is_some_and(|i| i < 4)));
+    }
+
+    #[test]
+    fn unusable_targets_are_skipped_by_every_policy() {
+        let usable = |i: usize| i != 1;
+        let none = |_: usize| false;
+        let policies = [
+            Balancer::RoundRobin(AtomicUsize::new(0)),
+            Balancer::Random,
+            Balancer::LeastConn(AtomicUsize::new(0)),
+            Balancer::Weighted(SmoothWeighted::new(&[1, 5, 1])),
+            Balancer::Hash(
+                HashRing::new(["a", "b", "c"].into_iter().map(|t| (t, 1))),
+                AtomicUsize::new(0),
+            ),
+        ];
+        for b in &policies {
+            for k in 0..200u32 {
+                let key = k.to_le_bytes();
+                let input = PickInput {
+                    hash_key: Some(&key),
+                    active: &idle,
+                    usable: &usable,
+                };
+                let picked = b.pick(3, &input);
+                assert!(matches!(picked, Some(0 | 2)), "{b:?} picked {picked:?}");
+                let input = PickInput {
+                    hash_key: Some(&key),
+                    active: &idle,
+                    usable: &none,
+                };
+                assert_eq!(b.pick(3, &input), None, "{b:?}");
+            }
+        }
     }
 }

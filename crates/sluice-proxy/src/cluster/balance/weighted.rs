@@ -7,7 +7,6 @@ use std::sync::Mutex;
 #[derive(Debug)]
 pub struct SmoothWeighted {
     weights: Vec<i64>,
-    total: i64,
     current: Mutex<Vec<i64>>,
 }
 
@@ -15,25 +14,33 @@ impl SmoothWeighted {
     pub fn new(weights: &[u32]) -> Self {
         let weights: Vec<i64> = weights.iter().map(|w| i64::from(*w)).collect();
         SmoothWeighted {
-            total: weights.iter().sum(),
             current: Mutex::new(vec![0; weights.len()]),
             weights,
         }
     }
 
-    pub fn pick(&self) -> usize {
+    /// The next target among the usable ones; the unusable ones neither gain nor lose
+    /// credit, so the proportions among the others stay exact.
+    pub fn pick(&self, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let mut current = match self.current.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let mut best = 0;
+        let mut best: Option<usize> = None;
+        let mut total = 0;
         for (i, w) in self.weights.iter().enumerate() {
+            if !usable(i) {
+                continue;
+            }
+            total += w;
             current[i] += w;
-            if current[i] > current[best] {
-                best = i;
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
             }
         }
-        current[best] -= self.total;
+        if let Some(b) = best {
+            current[b] -= total;
+        }
         best
     }
 }
@@ -45,12 +52,14 @@ mod tests {
     #[test]
     fn exact_proportions_smoothly_spread() {
         let w = SmoothWeighted::new(&[5, 1, 1]);
-        let picks: Vec<usize> = (0..7).map(|_| w.pick()).collect();
+        let picks: Vec<usize> = (0..7)
+            .map(|_| w.pick(&|_| true).expect("a target"))
+            .collect();
         assert_eq!(picks, vec![0, 0, 1, 0, 2, 0, 0]);
         let w = SmoothWeighted::new(&[1, 3]);
         let mut counts = [0; 2];
         for _ in 0..400 {
-            counts[w.pick()] += 1;
+            counts[w.pick(&|_| true).expect("a target")] += 1;
         }
         assert_eq!(counts, [100, 300]);
     }
