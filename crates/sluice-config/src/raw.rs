@@ -224,6 +224,25 @@ pub struct RouteConfig {
     pub strip_prefix: Option<Spanned<String>>,
     pub rewrite: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub try_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_body_size: Option<Spanned<SizeValue>>,
+    pub max_requests: Option<Spanned<i64>>,
+    pub retries: Option<Spanned<RetriesConfig>>,
+}
+
+/// `retries = { attempts, on, backoff, ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesConfig {
+    pub attempts: Option<Spanned<i64>>,
+    pub on: Option<Vec<Spanned<String>>>,
+    pub backoff: Option<Spanned<String>>,
+    pub max_backoff: Option<Spanned<String>>,
+    pub budget_percent: Option<Spanned<i64>>,
+    pub min_retries: Option<Spanned<i64>>,
+    pub buffer: Option<Spanned<SizeValue>>,
+    pub all_methods: Option<bool>,
 }
 
 /// `respond = { status, body, headers }`: an answer from the gateway itself.

@@ -190,9 +190,52 @@ pub struct Route {
     pub action: Action,
     pub strip_prefix: Option<String>,
     pub rewrite: Option<String>,
+    /// Until the response head, over every try and back-off.
     pub timeout: Duration,
+    /// Until the response head, for one try.
+    pub try_timeout: Duration,
+    /// Longest quiet gap in the response body once it has started.
+    pub idle_timeout: Option<Duration>,
+    /// Largest request body accepted (413 above).
+    pub max_body_size: Option<u64>,
+    /// Requests in flight on this route at most (503 above).
+    pub max_requests: Option<usize>,
+    pub retries: Option<Retries>,
     /// Where the route is defined, for errors found after validation (router conflicts).
     pub location: Location,
+}
+
+/// When and how a route retries a failed request on another target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retries {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    pub on: RetryOn,
+    /// Back-off before the first retry; it doubles per retry (with full jitter).
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retries in flight at most, as a percentage of the cluster's requests in flight...
+    pub budget_percent: u8,
+    /// ...but always at least this many.
+    pub min_retries: u32,
+    /// Largest request body kept for replay; larger bodies are not retried.
+    pub buffer: usize,
+    /// Retry non-idempotent methods after the request was sent, too.
+    pub all_methods: bool,
+}
+
+/// The failures a route retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    /// The connection could not be opened (nothing was sent).
+    pub connect_failure: bool,
+    /// HTTP/2 REFUSED_STREAM or GOAWAY before processing (nothing was processed).
+    pub refused_stream: bool,
+    /// The connection broke before a response head came.
+    pub reset: bool,
+    pub status_502: bool,
+    pub status_503: bool,
+    pub status_504: bool,
 }
 
 /// The path part of a route.

@@ -689,7 +689,10 @@ max_requests = 100
     assert_eq!(cluster.max_pending, 0);
     let health = cluster.health.as_ref().expect("health");
     assert_eq!(health.interval, std::time::Duration::from_secs(10));
-    assert_eq!((health.healthy_threshold, health.unhealthy_threshold), (2, 3));
+    assert_eq!(
+        (health.healthy_threshold, health.unhealthy_threshold),
+        (2, 3)
+    );
     assert!(matches!(
         &health.kind,
         sluice_config::HealthKind::Http { path, expect, .. }

@@ -7,10 +7,11 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A response body.
 #[derive(Debug)]
@@ -31,9 +32,23 @@ pub struct Held {
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    Upstream(Incoming, Option<Idle>),
     Full(Option<Bytes>),
 }
+
+/// The response body's idle timeout: the longest quiet gap between two frames.
+#[derive(Debug)]
+struct Idle {
+    after: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The target sent nothing for the route's `idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the target sent no response data for {0:?} (idle_timeout)")]
+pub struct IdleTimeout(Duration);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What is known of a request when its response starts, completed when it ends.
 #[derive(Debug)]
@@ -52,9 +67,14 @@ pub struct RequestRecord {
 
 impl ResponseBody {
     /// A body streamed from the target.
-    pub fn upstream(body: Incoming) -> Self {
+    /// A body streamed from the target, cut off when it is quiet for `idle_timeout`.
+    pub fn upstream(body: Incoming, idle_timeout: Option<Duration>) -> Self {
+        let idle = idle_timeout.map(|after| Idle {
+            after,
+            timer: Box::pin(tokio::time::sleep(after)),
+        });
         ResponseBody {
-            inner: Inner::Upstream(body),
+            inner: Inner::Upstream(body, idle),
             record: None,
             held: None,
         }
@@ -124,15 +144,29 @@ impl RequestRecord {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Upstream(body, idle) => match (Pin::new(body).poll_frame(cx), idle) {
+                (Poll::Pending, Some(idle)) => {
+                    if idle.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    tracing::warn!(after = ?idle.after, "response cut off: the target went quiet for the route's idle_timeout");
+                    Poll::Ready(Some(Err(Box::new(IdleTimeout(idle.after)) as BoxError)))
+                }
+                (Poll::Ready(frame), Some(idle)) => {
+                    let next = tokio::time::Instant::now() + idle.after;
+                    idle.timer.as_mut().reset(next);
+                    Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                }
+                (polled, _) => polled.map(|f| f.map(|f| f.map_err(BoxError::from))),
+            },
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
@@ -150,14 +184,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Upstream(body, _) => body.is_end_stream(),
             Inner::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream(body) => body.size_hint(),
+            Inner::Upstream(body, _) => body.size_hint(),
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

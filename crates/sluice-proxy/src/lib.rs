@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod cluster;
+pub mod forward;
 pub mod gateway;
 pub mod lifecycle;
 pub mod listener;

@@ -2,15 +2,17 @@
 //! gateway's own answer or cluster -> target -> response; failures go through `rescue`.
 
 use crate::body::{Held, RequestRecord, ResponseBody};
-use crate::cluster::{Cluster, Outcome, TargetState};
+use crate::cluster::TargetState;
+use crate::forward::{forward, Forwarded, Origin, Outgoing, Payload};
 use crate::gateway::{Gateway, Snapshot};
+use crate::metrics::Metrics;
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
 use crate::upstream::headers::{set_forwarded, set_upgrade, strip_hop_by_hop};
-use crate::upstream::RequestBody;
+use crate::upstream::{Kept, RequestBody};
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderName, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use sluice_config::{Action, Limits, Route};
@@ -57,7 +59,16 @@ pub async fn handle(
     };
 
     let mut progress = Progress::default();
-    let mut response = match proxy(&snapshot, &conn, request, &request_id, &mut progress).await {
+    let mut response = match proxy(
+        &snapshot,
+        &gateway.metrics,
+        &conn,
+        request,
+        &request_id,
+        &mut progress,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(error) => {
             let route = progress
@@ -108,6 +119,7 @@ pub async fn handle(
 
 async fn proxy(
     snapshot: &Snapshot,
+    metrics: &Metrics,
     conn: &ConnInfo,
     request: Request<Incoming>,
     request_id: &HeaderValue,
@@ -145,13 +157,19 @@ async fn proxy(
 
     let unchanged = matches!(normal_path, Cow::Borrowed(_));
     let upstream_path = upstream_path(route, &parts.uri, &normal_path, unchanged, &params)?;
+    let declared: Option<u64> = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    if let Some(limit) = route
+        .max_body_size
+        .filter(|l| declared.is_some_and(|d| d > *l))
+    {
+        return Err(ProxyError::BodyTooLarge(limit));
+    }
     let slot = cluster.acquire_slot(route.timeout).await?;
-    let (_, mut pick) = cluster.pick(&parts, &normal_path, conn.peer.map(|p| p.ip()), &[])?;
-    let target = Arc::clone(pick.in_flight.target());
-    progress.target = Some(Arc::clone(&target));
 
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    parts.extensions = http::Extensions::new();
     let original_host = original_host(&parts);
     let upgrade = strip_hop_by_hop(&mut parts.headers)
         .filter(|_| client_upgrade.is_some() && parts.version == Version::HTTP_11);
@@ -165,44 +183,48 @@ async fn proxy(
     if let Some(u) = &upgrade {
         set_upgrade(&mut parts.headers, u.clone());
     }
-    parts.uri = upstream_uri(cluster, &target, original_host, upstream_path, &mut parts)?;
-    parts.version = if cluster.http2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
 
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    let body = RequestBody::new(body, declared);
-    let sent = target
-        .client
-        .send(Request::from_parts(parts, body), route.timeout)
-        .await;
-    let mut response = match sent {
-        Ok(response) => response,
-        Err(error) => {
-            if error.is_target_failure() {
-                cluster.record(&mut pick.in_flight, Outcome::Failure);
-            }
-            return Err(error);
-        }
+    let body = RequestBody::new(body, declared, route.max_body_size);
+    // A route that retries keeps a small body in memory so it can be sent again.
+    let payload = match &route.retries {
+        Some(retries) => match body.keep(retries.buffer).await.map_err(body_error)? {
+            Kept::Whole { data, trailers } => Payload::Kept { data, trailers },
+            Kept::TooLarge(body) => Payload::Stream(body),
+        },
+        None => Payload::Stream(body),
     };
-    let outcome = if response.status().is_server_error() {
-        Outcome::Failure
-    } else {
-        Outcome::Success
+    let out = Outgoing {
+        method: parts.method,
+        headers: parts.headers,
+        path: upstream_path,
+        original_host,
     };
-    cluster.record(&mut pick.in_flight, outcome);
+    let origin = Origin {
+        normal_path: &normal_path,
+        client_ip: conn.peer.map(|p| p.ip()),
+        route_label: &snapshot.route_labels[index],
+    };
+    let Forwarded {
+        mut response,
+        in_flight,
+        set_cookie,
+    } = forward(
+        cluster,
+        route,
+        metrics,
+        out,
+        payload,
+        &origin,
+        &mut progress.target,
+    )
+    .await?;
     if upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(crate::protocol::tunnel(
                 client_upgrade,
                 upstream_upgrade,
-                pick.in_flight,
+                in_flight,
             ));
         }
         let (parts, _) = response.into_parts();
@@ -212,15 +234,18 @@ async fn proxy(
     // The client is answered in its own protocol, whatever the target spoke.
     parts.version = client_version;
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(cookie) = pick.set_cookie {
+    if let Some(cookie) = set_cookie {
         parts.headers.append(SET_COOKIE, cookie);
     }
-    let mut body = ResponseBody::upstream(body);
-    body.hold(Held {
-        in_flight: pick.in_flight,
-        slot,
-    });
+    let mut body = ResponseBody::upstream(body, route.idle_timeout);
+    body.hold(Held { in_flight, slot });
     Ok(Response::from_parts(parts, body))
+}
+
+/// A client body that failed while it was being read.
+fn body_error(error: Box<dyn std::error::Error + Send + Sync>) -> ProxyError {
+    crate::upstream::client_body_error(error.as_ref())
+        .unwrap_or_else(|| ProxyError::DownstreamBody(error.to_string()))
 }
 
 /// URI, header-size and header-count limits, checked before anything else.
@@ -349,34 +374,6 @@ fn expand_rewrite(template: &str, params: &[(&str, &str)]) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// The absolute URI the pooled client needs; sets `Host` as the cluster wants it.
-fn upstream_uri(
-    cluster: &Cluster,
-    target: &TargetState,
-    original_host: Option<HeaderValue>,
-    path: PathAndQuery,
-    parts: &mut Parts,
-) -> Result<Uri, ProxyError> {
-    let host = match original_host.filter(|_| cluster.preserve_host) {
-        Some(h) => h,
-        None => target.host_header.clone(),
-    };
-    let authority = if cluster.http2 {
-        parts.headers.remove(HOST);
-        Authority::try_from(host.as_bytes())
-            .map_err(|_| ProxyError::BadRequest("the Host header is not a valid authority"))?
-    } else {
-        parts.headers.insert(HOST, host);
-        target.authority.clone()
-    };
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))
 }
 
 fn respond(

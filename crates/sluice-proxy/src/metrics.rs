@@ -115,6 +115,7 @@ pub struct Metrics {
     pub active_requests: Gauge,
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
+    pub retries: Family<RouteLabels, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub generation: Gauge,
     pub unmatched: Arc<String>,
@@ -134,6 +135,7 @@ impl Metrics {
             active_requests: Gauge::default(),
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
+            retries: Family::default(),
             reloads: Family::default(),
             generation: Gauge::default(),
             unmatched: Arc::new("unmatched".to_string()),
@@ -168,6 +170,11 @@ impl Metrics {
             "sent_bytes",
             "Bytes written to clients",
             m.bytes_sent.clone(),
+        );
+        r.register(
+            "retries",
+            "Requests sent again to another target, by route",
+            m.retries.clone(),
         );
         r.register(
             "config_reloads",

@@ -23,6 +23,10 @@ pub enum ProxyError {
     /// The client's request body broke off or was malformed while being forwarded.
     #[error("the request body could not be read: {0}")]
     DownstreamBody(String),
+    #[error("the request body is over the route's limit of {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("target {target} refused the stream before processing it")]
+    RefusedStream { target: String },
     #[error("request URI is {0} bytes, over the limit of {1}")]
     UriTooLong(usize, usize),
     #[error("request headers are over the limit ({0})")]
@@ -56,6 +60,8 @@ impl ProxyError {
             | ProxyError::BadFraming(_)
             | ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong(..) => StatusCode::URI_TOO_LONG,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RefusedStream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
@@ -78,6 +84,8 @@ impl ProxyError {
             }
             ProxyError::DownstreamBody(_) => "bad_request_body",
             ProxyError::UriTooLong(..) => "uri_too_long",
+            ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::RefusedStream { .. } => "upstream_refused_stream",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
             ProxyError::Connect { .. } => "upstream_connect_failed",
             ProxyError::ConnectTimeout { .. } => "upstream_connect_timeout",
@@ -98,6 +106,7 @@ impl ProxyError {
                 | ProxyError::ConnectTimeout { .. }
                 | ProxyError::Upstream { .. }
                 | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::RefusedStream { .. }
         )
     }
 }
@@ -125,7 +134,7 @@ pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
                 headers.insert(ALLOW, v);
             }
         }
-        ProxyError::BadFraming(_) | ProxyError::DownstreamBody(_) => {
+        ProxyError::BadFraming(_) | ProxyError::DownstreamBody(_) | ProxyError::BodyTooLarge(_) => {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         ProxyError::NoHealthyTarget { .. }

@@ -232,6 +232,84 @@ pub(super) fn breaker(c: &mut Checker, cfg: &raw::BreakerConfig, key: &str) -> B
     }
 }
 
+pub(super) fn retries(c: &mut Checker, cfg: &raw::RetriesConfig, key: &str) -> Retries {
+    let on = match &cfg.on {
+        None => RetryOn {
+            connect_failure: true,
+            refused_stream: true,
+            reset: true,
+            status_502: true,
+            status_503: true,
+            status_504: true,
+        },
+        Some(list) => {
+            let mut on = RetryOn::default();
+            for (i, cond) in list.iter().enumerate() {
+                let flag = match cond.get_ref().as_str() {
+                    "connect_failure" => &mut on.connect_failure,
+                    "refused_stream" => &mut on.refused_stream,
+                    "reset" => &mut on.reset,
+                    "502" => &mut on.status_502,
+                    "503" => &mut on.status_503,
+                    "504" => &mut on.status_504,
+                    other => {
+                        let known = [
+                            "connect_failure",
+                            "refused_stream",
+                            "reset",
+                            "502",
+                            "503",
+                            "504",
+                        ];
+                        let hint = crate::error::did_you_mean(other, &known)
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default();
+                        c.fail(
+                            cond.span(),
+                            &format!("{key}.on[{i}]"),
+                            format!(
+                                "unknown retry condition `{other}`{hint}; expected one of: {}",
+                                known.join(", ")
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                *flag = true;
+            }
+            on
+        }
+    };
+    let backoff = c.duration(
+        &cfg.backoff,
+        &format!("{key}.backoff"),
+        Duration::from_millis(25),
+    );
+    let max_backoff = c.duration(
+        &cfg.max_backoff,
+        &format!("{key}.max_backoff"),
+        (backoff * 10).max(Duration::from_millis(250)),
+    );
+    if let Some(m) = cfg.max_backoff.as_ref().filter(|_| max_backoff < backoff) {
+        c.fail(
+            m.span(),
+            &format!("{key}.max_backoff"),
+            "must not be shorter than backoff",
+        );
+    }
+    Retries {
+        attempts: c.count_u32(&cfg.attempts, &format!("{key}.attempts"), 3),
+        on,
+        backoff,
+        max_backoff,
+        budget_percent: c.percent(&cfg.budget_percent, &format!("{key}.budget_percent"), 20),
+        min_retries: u32::try_from(c.count(&cfg.min_retries, &format!("{key}.min_retries"), 3, 0))
+            .unwrap_or(u32::MAX),
+        buffer: c.size(&cfg.buffer, &format!("{key}.buffer"), 64 * 1024),
+        all_methods: cfg.all_methods.unwrap_or(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,6 +196,30 @@ fn route(
         &format!("{key}.timeout"),
         Duration::from_secs(60),
     );
+    let try_timeout = c.duration(&r.try_timeout, &format!("{key}.try_timeout"), timeout);
+    if let Some(t) = r.try_timeout.as_ref().filter(|_| try_timeout > timeout) {
+        c.fail(
+            t.span(),
+            &format!("{key}.try_timeout"),
+            "must not be longer than the route's timeout",
+        );
+    }
+    let idle_timeout = r
+        .idle_timeout
+        .as_ref()
+        .map(|_| c.duration(&r.idle_timeout, &format!("{key}.idle_timeout"), timeout));
+    let max_body_size = r
+        .max_body_size
+        .as_ref()
+        .map(|_| c.size(&r.max_body_size, &format!("{key}.max_body_size"), 1) as u64);
+    let max_requests = r
+        .max_requests
+        .as_ref()
+        .map(|_| c.count(&r.max_requests, &format!("{key}.max_requests"), 1, 1));
+    let retries = r
+        .retries
+        .as_ref()
+        .map(|rt| super::resilience::retries(c, rt.get_ref(), &format!("{key}.retries")));
     Some(Route {
         name,
         path: path?,
@@ -205,6 +229,11 @@ fn route(
         strip_prefix,
         rewrite,
         timeout,
+        try_timeout,
+        idle_timeout,
+        max_body_size,
+        max_requests,
+        retries,
         location,
     })
 }

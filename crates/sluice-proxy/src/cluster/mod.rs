@@ -13,9 +13,8 @@ use crate::upstream::UpstreamClient;
 use balance::{Balancer, HashRing, PickInput, SmoothWeighted};
 use breaker::{Admission, CircuitBreaker, CircuitState, Transition};
 use health::ActiveHealth;
-use http::request::Parts;
 use http::uri::Authority;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use outlier::Ejector;
 use sluice_config::{
     Balance, Breaker, Cluster as ClusterConfig, HashKey, HealthCheck, Outlier, Target,
@@ -188,6 +187,18 @@ pub struct Cluster {
     panic_threshold: u8,
     max_ejected_percent: u8,
     slots: Option<Slots>,
+    /// Retries in flight now, for the retry budget.
+    retries_active: AtomicUsize,
+}
+
+/// A retry counted against its cluster's budget until dropped.
+#[derive(Debug)]
+pub struct RetryToken<'c>(&'c AtomicUsize);
+
+impl Drop for RetryToken<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The target picked for a request, and a cookie to set when the pick pins a client.
@@ -250,7 +261,18 @@ impl Cluster {
             panic_threshold: config.panic_threshold,
             max_ejected_percent: config.outlier.as_ref().map_or(0, |o| o.max_ejected_percent),
             slots,
+            retries_active: AtomicUsize::new(0),
         }
+    }
+
+    /// Admits one more retry if the budget allows: retries in flight stay under
+    /// `budget_percent` of the cluster's requests in flight, or `min_retries`.
+    pub fn try_retry(&self, budget_percent: u8, min_retries: u32) -> Option<RetryToken<'_>> {
+        let active: usize = self.targets.iter().map(|t| t.active()).sum();
+        let budget = (active * usize::from(budget_percent) / 100).max(min_retries as usize);
+        let before = self.retries_active.fetch_add(1, Ordering::Relaxed);
+        let token = RetryToken(&self.retries_active);
+        (before < budget).then_some(token)
     }
 
     /// Starts the active health checks of targets that do not run them yet.
@@ -292,7 +314,8 @@ impl Cluster {
     /// Targets in `tried` (indexes) are skipped, so a retry goes elsewhere.
     pub fn pick(
         &self,
-        request: &Parts,
+        headers: &HeaderMap,
+        query: Option<&str>,
         path: &str,
         client_ip: Option<IpAddr>,
         tried: &[usize],
@@ -308,7 +331,7 @@ impl Cluster {
             !tried.contains(&i) && (panic || t.is_healthy(now)) && t.circuit_admits(now)
         };
         if let Some(cookie) = &self.sticky_cookie {
-            if let Some(index) = sticky::cookie(request, cookie)
+            if let Some(index) = sticky::cookie(headers, cookie)
                 .and_then(|id| self.targets.iter().position(|t| t.sticky_id == id))
                 .filter(|&i| usable(i))
             {
@@ -324,9 +347,9 @@ impl Cluster {
         let ip_text;
         let key: Option<&[u8]> = match &self.hash_key {
             None => None,
-            Some(HashKey::Header(name)) => request.headers.get(name).map(|v| v.as_bytes()),
-            Some(HashKey::Cookie(name)) => sticky::cookie(request, name).map(str::as_bytes),
-            Some(HashKey::Query(name)) => query_param(request.uri.query(), name).map(str::as_bytes),
+            Some(HashKey::Header(name)) => headers.get(name).map(|v| v.as_bytes()),
+            Some(HashKey::Cookie(name)) => sticky::cookie(headers, name).map(str::as_bytes),
+            Some(HashKey::Query(name)) => query_param(query, name).map(str::as_bytes),
             Some(HashKey::Path) => Some(path.as_bytes()),
             Some(HashKey::Ip) => {
                 ip_text = client_ip.map(|ip| ip.to_string());
@@ -446,7 +469,10 @@ mod tests {
             .expect("request")
             .into_parts();
         let path = crate::router::path::normalize(parts.uri.path()).expect("a valid path");
-        cluster.pick(&parts, &path, None, &[]).expect("a target").0
+        cluster
+            .pick(&parts.headers, parts.uri.query(), &path, None, &[])
+            .expect("a target")
+            .0
     }
 
     #[test]

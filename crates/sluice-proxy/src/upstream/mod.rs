@@ -5,7 +5,7 @@ mod connector;
 pub mod headers;
 mod request_body;
 
-pub use request_body::{ExcessBody, RequestBody};
+pub use request_body::{BodyTooLarge, ExcessBody, Kept, RequestBody};
 
 use crate::rescue::ProxyError;
 use connector::{ConnectError, TargetConnector};
@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sluice_config::{Cluster, Target};
-use std::error::Error as _;
+use std::error::Error as StdError;
 use std::time::Duration;
 
 /// A pooled client bound to one target.
@@ -75,12 +75,15 @@ impl UpstreamClient {
             }
             if let Some(h) = cause.downcast_ref::<hyper::Error>() {
                 // "error from user's Body stream": the client's body failed, not the target.
-                if h.is_user()
-                    && h.source()
-                        .is_some_and(|s| s.is::<hyper::Error>() || s.is::<ExcessBody>())
+                if let Some(body) = h
+                    .source()
+                    .filter(|_| h.is_user())
+                    .and_then(client_body_error)
                 {
-                    let detail = h.source().map(ToString::to_string).unwrap_or_default();
-                    return ProxyError::DownstreamBody(detail);
+                    return body;
+                }
+                if refused(h) {
+                    return ProxyError::RefusedStream { target };
                 }
                 return ProxyError::Upstream {
                     target,
@@ -94,4 +97,28 @@ impl UpstreamClient {
             cause: error.to_string(),
         }
     }
+}
+
+/// The error a client's request body failed with, as the client's answer: too large
+/// (413), longer than declared or broken off (400). `None` when it is not one of those.
+pub fn client_body_error(error: &(dyn StdError + 'static)) -> Option<ProxyError> {
+    if let Some(too_large) = error.downcast_ref::<BodyTooLarge>() {
+        return Some(ProxyError::BodyTooLarge(too_large.0));
+    }
+    (error.is::<hyper::Error>() || error.is::<ExcessBody>())
+        .then(|| ProxyError::DownstreamBody(error.to_string()))
+}
+
+/// An HTTP/2 stream the target refused, or closed by GOAWAY, before processing it:
+/// nothing was done, so any request can go elsewhere.
+fn refused(error: &hyper::Error) -> bool {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = cause.source();
+    }
+    false
 }

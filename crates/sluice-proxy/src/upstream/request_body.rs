@@ -7,7 +7,9 @@
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -16,13 +18,38 @@ use std::task::{Context, Poll};
 #[error("the request body is longer than its Content-Length")]
 pub struct ExcessBody;
 
+/// The client's body is over the route's `max_body_size`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is over the limit of {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
 /// A request body on its way to a target.
 #[derive(Debug)]
 pub enum RequestBody {
     /// The client's body, streamed.
     Client(ClientBody),
-    /// Bytes the gateway holds; `None` once sent (or when empty).
-    Full(Option<Bytes>),
+    /// Bytes the gateway holds (a health check, or a body kept for retries); taken as
+    /// they are sent.
+    Full {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    /// The start of the client's body, read while trying to keep it, then the rest.
+    Prefixed {
+        prefix: VecDeque<Bytes>,
+        rest: ClientBody,
+    },
+}
+
+/// The client's body after [`RequestBody::keep`]: whole in memory, or too large for it.
+#[derive(Debug)]
+pub enum Kept {
+    Whole {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
+    /// Larger than the buffer: to be streamed, and not replayed.
+    TooLarge(RequestBody),
 }
 
 /// A client's request body on its way to a target.
@@ -35,24 +62,86 @@ pub struct ClientBody {
     held: Option<Bytes>,
     /// Trailers that came after the held chunk, sent right after it.
     trailers: Option<HeaderMap>,
+    /// The most the body may carry, and what it carried so far.
+    limit: Option<u64>,
+    seen: u64,
 }
 
 impl RequestBody {
-    /// Wraps the client's body; `declared` is its `Content-Length`, if it had one.
-    pub fn new(inner: Incoming, declared: Option<u64>) -> Self {
+    /// Wraps the client's body; `declared` is its `Content-Length`, if it had one, and
+    /// `limit` the most it may carry.
+    pub fn new(inner: Incoming, declared: Option<u64>, limit: Option<u64>) -> Self {
         RequestBody::Client(ClientBody {
             inner,
             remaining: declared,
             held: None,
             trailers: None,
+            limit,
+            seen: 0,
         })
     }
 
     /// A body of `bytes`, sent as one frame.
     pub fn full(bytes: Bytes) -> Self {
-        RequestBody::Full((!bytes.is_empty()).then_some(bytes))
+        RequestBody::replay(bytes, None)
+    }
+
+    /// A kept body, sent again.
+    pub fn replay(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        RequestBody::Full {
+            data: (!data.is_empty()).then_some(data),
+            trailers,
+        }
+    }
+
+    /// Reads the client's body into memory if it fits in `buffer` bytes, so that it
+    /// can be sent again; otherwise gives back a body that streams what was read and
+    /// then the rest.
+    pub async fn keep(self, buffer: usize) -> Result<Kept, BoxError> {
+        let mut client = match self {
+            RequestBody::Client(client) => client,
+            RequestBody::Full { data, trailers } => {
+                return Ok(Kept::Whole {
+                    data: data.unwrap_or_default(),
+                    trailers,
+                })
+            }
+            prefixed @ RequestBody::Prefixed { .. } => return Ok(Kept::TooLarge(prefixed)),
+        };
+        let mut chunks: VecDeque<Bytes> = VecDeque::new();
+        let mut size = 0usize;
+        let mut trailers = None;
+        while let Some(frame) = client.frame().await {
+            match frame?.into_data() {
+                Ok(data) => {
+                    size += data.len();
+                    chunks.push_back(data);
+                    if size > buffer {
+                        return Ok(Kept::TooLarge(RequestBody::Prefixed {
+                            prefix: chunks,
+                            rest: client,
+                        }));
+                    }
+                }
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let data = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop_front().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(size);
+                for chunk in chunks {
+                    all.extend_from_slice(&chunk);
+                }
+                all.freeze()
+            }
+        };
+        Ok(Kept::Whole { data, trailers })
     }
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Polled = Poll<Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>>;
 
@@ -63,22 +152,40 @@ impl Body for RequestBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         match self.get_mut() {
             RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
-            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Full { data, trailers } => Poll::Ready(match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
+            RequestBody::Prefixed { prefix, rest } => match prefix.pop_front() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client(body) => body.is_end_stream(),
-            RequestBody::Full(bytes) => bytes.is_none(),
+            RequestBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
+            RequestBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Client(body) => body.size_hint(),
-            RequestBody::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            RequestBody::Full { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            RequestBody::Prefixed { prefix, rest } => {
+                let read: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
             }
         }
     }
@@ -120,6 +227,10 @@ impl Body for ClientBody {
             };
             if data.is_empty() {
                 continue;
+            }
+            this.seen += data.len() as u64;
+            if let Some(limit) = this.limit.filter(|l| this.seen > *l) {
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
             }
             let Some(remaining) = this.remaining else {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
