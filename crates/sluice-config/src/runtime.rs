@@ -41,6 +41,10 @@ pub struct Limits {
     pub max_header_size: usize,
     pub max_headers: usize,
     pub header_read_timeout: Duration,
+    /// Open connections per listener at most; more are answered 503 and closed.
+    pub max_connections: Option<usize>,
+    /// Requests in flight in the whole gateway at most; more are answered 503.
+    pub max_requests: Option<usize>,
 }
 
 /// The admin listener; `None` turns it off.

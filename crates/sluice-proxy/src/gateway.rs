@@ -9,7 +9,7 @@ use crate::router::Router;
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use sluice_config::{Config, ConfigErrors};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<Cluster>>,
     /// Route names as metric labels, by route index.
     pub route_labels: Vec<Arc<String>>,
+    /// Requests in flight per route (by route index), for routes' `max_requests`.
+    pub route_active: Vec<Arc<AtomicUsize>>,
     /// HTTP server settings for connections accepted while this snapshot is current.
     pub http: Arc<Http>,
     pub generation: u64,
@@ -51,6 +53,11 @@ impl Snapshot {
             .map(|r| Arc::new(r.name.clone()))
             .collect();
         Ok(Snapshot {
+            route_active: config
+                .routes
+                .iter()
+                .map(|_| Arc::new(AtomicUsize::new(0)))
+                .collect(),
             http: Arc::new(http_builder(&config.server.limits)),
             config,
             router,
@@ -58,6 +65,25 @@ impl Snapshot {
             route_labels,
             generation,
         })
+    }
+}
+
+/// One unit of a counter, given back when dropped.
+#[derive(Debug)]
+pub struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    /// Takes one unit of `counter` if it stays at or under `max`.
+    pub fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Counted> {
+        let before = counter.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted(Arc::clone(counter));
+        (before < max).then_some(counted)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::body::{Held, RequestRecord, ResponseBody};
 use crate::cluster::TargetState;
 use crate::forward::{forward, Forwarded, Origin, Outgoing, Payload};
-use crate::gateway::{Gateway, Snapshot};
+use crate::gateway::{Counted, Gateway, Snapshot};
 use crate::metrics::Metrics;
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
@@ -127,7 +127,16 @@ async fn proxy(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();
     let client_version = parts.version;
-    check_limits(&parts, &snapshot.config.server.limits)?;
+    let limits = &snapshot.config.server.limits;
+    if let Some(max) = limits.max_requests {
+        // This request is already counted.
+        if metrics.active_requests.get() > i64::try_from(max).unwrap_or(i64::MAX) {
+            return Err(ProxyError::Overloaded(format!(
+                "{max} requests in flight (server.limits.max_requests)"
+            )));
+        }
+    }
+    check_limits(&parts, limits)?;
     check_framing(&parts)?;
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
@@ -155,6 +164,17 @@ async fn proxy(
         Action::Proxy { cluster } => &snapshot.clusters[*cluster],
     };
 
+    let route_slot = match route.max_requests {
+        Some(max) => Some(
+            Counted::take(&snapshot.route_active[index], max).ok_or_else(|| {
+                ProxyError::Overloaded(format!(
+                    "route {} has {max} requests in flight (max_requests)",
+                    route.name
+                ))
+            })?,
+        ),
+        None => None,
+    };
     let unchanged = matches!(normal_path, Cow::Borrowed(_));
     let upstream_path = upstream_path(route, &parts.uri, &normal_path, unchanged, &params)?;
     let declared: Option<u64> = parts
@@ -238,7 +258,11 @@ async fn proxy(
         parts.headers.append(SET_COOKIE, cookie);
     }
     let mut body = ResponseBody::upstream(body, route.idle_timeout);
-    body.hold(Held { in_flight, slot });
+    body.hold(Held {
+        in_flight,
+        slot,
+        route: route_slot,
+    });
     Ok(Response::from_parts(parts, body))
 }
 

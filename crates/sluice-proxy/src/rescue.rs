@@ -45,6 +45,8 @@ pub enum ProxyError {
     CircuitOpen { cluster: String },
     #[error("cluster {cluster} is at its max_requests and max_pending")]
     ClusterOverloaded { cluster: String },
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -69,7 +71,8 @@ impl ProxyError {
             }
             ProxyError::NoHealthyTarget { .. }
             | ProxyError::CircuitOpen { .. }
-            | ProxyError::ClusterOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::ClusterOverloaded { .. }
+            | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +97,7 @@ impl ProxyError {
             ProxyError::NoHealthyTarget { .. } => "no_healthy_target",
             ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::ClusterOverloaded { .. } => "cluster_overloaded",
+            ProxyError::Overloaded(_) => "overloaded",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -139,7 +143,8 @@ pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
         }
         ProxyError::NoHealthyTarget { .. }
         | ProxyError::CircuitOpen { .. }
-        | ProxyError::ClusterOverloaded { .. } => {
+        | ProxyError::ClusterOverloaded { .. }
+        | ProxyError::Overloaded(_) => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         _ => {}

@@ -191,6 +191,14 @@ fn server(c: &mut Checker, s: &raw::ServerConfig) -> Server {
             "server.limits.header_read_timeout",
             Duration::from_secs(10),
         ),
+        max_connections: l
+            .max_connections
+            .as_ref()
+            .map(|_| c.count(&l.max_connections, "server.limits.max_connections", 1, 1)),
+        max_requests: l
+            .max_requests
+            .as_ref()
+            .map(|_| c.count(&l.max_requests, "server.limits.max_requests", 1, 1)),
     };
     Server {
         listen,

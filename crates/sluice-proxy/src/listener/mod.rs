@@ -2,7 +2,7 @@
 
 mod counting;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Counted, Gateway};
 use crate::lifecycle::ConnInfo;
 use crate::protocol::{serve_connection, stopped, ShutdownWatch};
 use counting::CountingIo;
@@ -11,9 +11,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -245,6 +246,8 @@ async fn run_accept_loop<A: Acceptor>(
     mut own: watch::Receiver<bool>,
 ) {
     let mut stop = shutdown.signal.clone();
+    // Connections open on this listener, for `server.limits.max_connections`.
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             accepted = listener.next() => accepted,
@@ -253,22 +256,56 @@ async fn run_accept_loop<A: Acceptor>(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let snapshot = gateway.snapshot();
+                let counted = match snapshot.config.server.limits.max_connections {
+                    Some(max) => match Counted::take(&open, max) {
+                        Some(counted) => Some(counted),
+                        None => {
+                            tokio::spawn(refuse(stream, max));
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 let io = CountingIo::new(stream, Arc::clone(&gateway.metrics));
                 let conn = ConnInfo {
                     peer,
                     proto: "http",
                 };
-                tokio::spawn(serve_connection(
-                    Arc::clone(&gateway.snapshot().http),
+                let connection = serve_connection(
+                    Arc::clone(&snapshot.http),
                     io,
                     Arc::clone(&gateway),
                     conn,
                     shutdown.clone(),
-                ));
+                );
+                tokio::spawn(async move {
+                    connection.await;
+                    drop(counted);
+                });
             }
             Err(e) => accept_error(e).await,
         }
     }
+}
+
+/// Answers a connection over the listener's limit with a 503 and closes it; a client
+/// that does not read gets at most a second.
+async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, max: usize) {
+    const BODY: &str = "{\"type\":\"urn:sluice:problem:overloaded\",\"title\":\"Service Unavailable\",\"status\":503,\"detail\":\"too many connections to this listener (server.limits.max_connections)\"}";
+    tracing::debug!(
+        max,
+        "connection refused: the listener is at server.limits.max_connections"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
 /// Out of file descriptors or similar: log, pause, and keep accepting.

@@ -1,0 +1,159 @@
+//! Overload: connection limits per listener, and caps on requests in flight for the
+//! whole gateway and per route, each answered 503 with Retry-After before work is done.
+
+use crate::harness::*;
+use crate::lifecycle::held_origin;
+use crate::proxying::{bounded, read_response};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n";
+
+fn hello() -> &'static str {
+    "[[routes]]\nname = \"hello\"\npath = \"/hello\"\nrespond = { status = 200, body = \"hi\" }\n"
+}
+
+async fn ask(stream: &mut TcpStream, buf: &mut Vec<u8>) -> u16 {
+    stream.write_all(REQUEST).await.expect("write");
+    read_response(stream, buf).await.status
+}
+
+#[tokio::test]
+async fn connections_over_the_listener_limit_get_503_and_the_others_carry_on() {
+    let gw = Gateway::start_with("[server.limits]\nmax_connections = 2", hello()).await;
+    let (mut a, mut b) = (
+        TcpStream::connect(gw.addr).await.expect("connect"),
+        TcpStream::connect(gw.addr).await.expect("connect"),
+    );
+    let (mut buf_a, mut buf_b) = (Vec::new(), Vec::new());
+    assert_eq!(ask(&mut a, &mut buf_a).await, 200);
+    assert_eq!(ask(&mut b, &mut buf_b).await, 200);
+
+    let mut third = TcpStream::connect(gw.addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let refused = read_response(&mut third, &mut buf).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        String::from_utf8_lossy(&refused.body).contains("urn:sluice:problem:overloaded"),
+        "{refused:?}"
+    );
+
+    assert_eq!(
+        ask(&mut a, &mut buf_a).await,
+        200,
+        "existing connections are unaffected"
+    );
+    drop(b);
+    // Once the gateway has seen the close, a new connection gets in.
+    let mut admitted = false;
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(gw.addr).await.expect("connect");
+        let mut buf = Vec::new();
+        if ask(&mut c, &mut buf).await == 200 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        admitted,
+        "a freed connection slot was never reused\n{}",
+        gw.log()
+    );
+}
+
+#[tokio::test]
+async fn requests_over_the_gateway_and_route_caps_get_503() {
+    let held = held_origin("done").await;
+    let body = format!(
+        "[clusters.slow]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"slow\"\npath = \"/slow\"\ncluster = \"slow\"\nmax_requests = 1\n\n{}",
+        held.origin.url(),
+        hello()
+    );
+    let gw = Gateway::start(&body).await;
+    let url = gw.url("/slow");
+    let first = tokio::spawn(async move { get(&url).await });
+    bounded(
+        "the first request reaches the origin",
+        held.arrived.notified(),
+    )
+    .await;
+
+    let (status, headers, body) = get(&gw.url("/slow")).await;
+    assert_eq!(status, 503, "{body:?}");
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert!(String::from_utf8_lossy(&body).contains("route slow has 1 requests in flight"));
+    assert_eq!(
+        held.origin.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(
+        get(&gw.url("/hello")).await.0,
+        200,
+        "other routes are not capped"
+    );
+
+    held.release.notify_one();
+    assert_eq!(
+        bounded("the held request", first).await.expect("join").0,
+        200
+    );
+    let url = gw.url("/slow");
+    let again = tokio::spawn(async move { get(&url).await });
+    bounded(
+        "the next request reaches the origin",
+        held.arrived.notified(),
+    )
+    .await;
+    held.release.notify_one();
+    assert_eq!(
+        bounded("the next request", again).await.expect("join").0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_wide_cap_counts_every_route() {
+    let held = held_origin("done").await;
+    let body = format!(
+        "[clusters.slow]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"slow\"\npath = \"/slow\"\ncluster = \"slow\"\n\n{}",
+        held.origin.url(),
+        hello()
+    );
+    let gw = Gateway::start_with("[server.limits]\nmax_requests = 1", &body).await;
+    let url = gw.url("/slow");
+    let first = tokio::spawn(async move { get(&url).await });
+    bounded(
+        "the first request reaches the origin",
+        held.arrived.notified(),
+    )
+    .await;
+
+    let (status, headers, body) = get(&gw.url("/hello")).await;
+    assert_eq!(status, 503, "{body:?}");
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert!(String::from_utf8_lossy(&body).contains("server.limits.max_requests"));
+
+    held.release.notify_one();
+    assert_eq!(
+        bounded("the held request", first).await.expect("join").0,
+        200
+    );
+    // The held response's end is counted when its body has gone: poll (bounded).
+    let mut answered = 0;
+    for _ in 0..200 {
+        answered = get(&gw.url("/hello")).await.0;
+        if answered == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(answered, 200);
+}
