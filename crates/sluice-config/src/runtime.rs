@@ -41,6 +41,8 @@ pub struct Limits {
     pub max_header_size: usize,
     pub max_headers: usize,
     pub header_read_timeout: Duration,
+    /// The longest a client may pause while sending a request body (408 after).
+    pub body_read_timeout: Duration,
     /// Open connections per listener at most; more are answered 503 and closed.
     pub max_connections: Option<usize>,
     /// Requests in flight in the whole gateway at most; more are answered 503.
@@ -240,6 +242,18 @@ pub struct RetryOn {
     pub status_502: bool,
     pub status_503: bool,
     pub status_504: bool,
+}
+
+impl RetryOn {
+    /// Every condition: the default.
+    pub const ALL: RetryOn = RetryOn {
+        connect_failure: true,
+        refused_stream: true,
+        reset: true,
+        status_502: true,
+        status_503: true,
+        status_504: true,
+    };
 }
 
 /// The path part of a route.

@@ -278,14 +278,7 @@ mod tests {
     fn policy() -> Retries {
         Retries {
             attempts: 3,
-            on: RetryOn {
-                connect_failure: true,
-                refused_stream: true,
-                reset: true,
-                status_502: true,
-                status_503: true,
-                status_504: true,
-            },
+            on: RetryOn::ALL,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(300),
             budget_percent: 20,

@@ -204,7 +204,12 @@ async fn proxy(
         set_upgrade(&mut parts.headers, u.clone());
     }
 
-    let body = RequestBody::new(body, declared, route.max_body_size);
+    let body = RequestBody::new(
+        body,
+        declared,
+        route.max_body_size,
+        limits.body_read_timeout,
+    );
     // A route that retries keeps a small body in memory so it can be sent again.
     let payload = match &route.retries {
         Some(retries) => match body.keep(retries.buffer).await.map_err(body_error)? {

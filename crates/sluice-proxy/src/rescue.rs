@@ -23,6 +23,8 @@ pub enum ProxyError {
     /// The client's request body broke off or was malformed while being forwarded.
     #[error("the request body could not be read: {0}")]
     DownstreamBody(String),
+    #[error("the client sent no request body data for {0:?} (server.limits.body_read_timeout)")]
+    BodyTimeout(Duration),
     #[error("the request body is over the route's limit of {0} bytes")]
     BodyTooLarge(u64),
     #[error("target {target} refused the stream before processing it")]
@@ -63,6 +65,7 @@ impl ProxyError {
             | ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong(..) => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RefusedStream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -88,6 +91,7 @@ impl ProxyError {
             ProxyError::DownstreamBody(_) => "bad_request_body",
             ProxyError::UriTooLong(..) => "uri_too_long",
             ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::BodyTimeout(_) => "request_body_timeout",
             ProxyError::RefusedStream { .. } => "upstream_refused_stream",
             ProxyError::HeadersTooLarge(_) => "headers_too_large",
             ProxyError::Connect { .. } => "upstream_connect_failed",
@@ -138,7 +142,10 @@ pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
                 headers.insert(ALLOW, v);
             }
         }
-        ProxyError::BadFraming(_) | ProxyError::DownstreamBody(_) | ProxyError::BodyTooLarge(_) => {
+        ProxyError::BadFraming(_)
+        | ProxyError::DownstreamBody(_)
+        | ProxyError::BodyTooLarge(_)
+        | ProxyError::BodyTimeout(_) => {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         ProxyError::NoHealthyTarget { .. }

@@ -191,6 +191,11 @@ fn server(c: &mut Checker, s: &raw::ServerConfig) -> Server {
             "server.limits.header_read_timeout",
             Duration::from_secs(10),
         ),
+        body_read_timeout: c.duration(
+            &l.body_read_timeout,
+            "server.limits.body_read_timeout",
+            Duration::from_secs(60),
+        ),
         max_connections: l
             .max_connections
             .as_ref()

@@ -234,14 +234,7 @@ pub(super) fn breaker(c: &mut Checker, cfg: &raw::BreakerConfig, key: &str) -> B
 
 pub(super) fn retries(c: &mut Checker, cfg: &raw::RetriesConfig, key: &str) -> Retries {
     let on = match &cfg.on {
-        None => RetryOn {
-            connect_failure: true,
-            refused_stream: true,
-            reset: true,
-            status_502: true,
-            status_503: true,
-            status_504: true,
-        },
+        None => RetryOn::ALL,
         Some(list) => {
             let mut on = RetryOn::default();
             for (i, cond) in list.iter().enumerate() {

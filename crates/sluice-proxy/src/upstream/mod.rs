@@ -5,7 +5,7 @@ mod connector;
 pub mod headers;
 mod request_body;
 
-pub use request_body::{BodyTooLarge, ExcessBody, Kept, RequestBody};
+pub use request_body::{BodyTimeout, BodyTooLarge, ExcessBody, Kept, RequestBody};
 
 use crate::rescue::ProxyError;
 use connector::{ConnectError, TargetConnector};
@@ -104,6 +104,9 @@ impl UpstreamClient {
 pub fn client_body_error(error: &(dyn StdError + 'static)) -> Option<ProxyError> {
     if let Some(too_large) = error.downcast_ref::<BodyTooLarge>() {
         return Some(ProxyError::BodyTooLarge(too_large.0));
+    }
+    if let Some(timeout) = error.downcast_ref::<BodyTimeout>() {
+        return Some(ProxyError::BodyTimeout(timeout.0));
     }
     (error.is::<hyper::Error>() || error.is::<ExcessBody>())
         .then(|| ProxyError::DownstreamBody(error.to_string()))

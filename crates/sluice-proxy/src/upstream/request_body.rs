@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -22,6 +23,11 @@ pub struct ExcessBody;
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is over the limit of {0} bytes")]
 pub struct BodyTooLarge(pub u64);
+
+/// The client sent no body data for `server.limits.body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body data for {0:?} (body_read_timeout)")]
+pub struct BodyTimeout(pub std::time::Duration);
 
 /// A request body on its way to a target.
 #[derive(Debug)]
@@ -65,12 +71,34 @@ pub struct ClientBody {
     /// The most the body may carry, and what it carried so far.
     limit: Option<u64>,
     seen: u64,
+    idle: Option<BodyIdle>,
+}
+
+/// The body-read timeout. It runs only while the gateway waits for the client: not
+/// while the target is slow to take the body (backpressure is not the client's fault).
+#[derive(Debug)]
+struct BodyIdle {
+    after: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Whether the last poll found nothing: the timer is running.
+    waiting: bool,
 }
 
 impl RequestBody {
     /// Wraps the client's body; `declared` is its `Content-Length`, if it had one, and
     /// `limit` the most it may carry.
-    pub fn new(inner: Incoming, declared: Option<u64>, limit: Option<u64>) -> Self {
+    /// `idle` is the longest the client may pause between two pieces of body.
+    pub fn new(
+        inner: Incoming,
+        declared: Option<u64>,
+        limit: Option<u64>,
+        idle: std::time::Duration,
+    ) -> Self {
+        let idle = (!inner.is_end_stream()).then(|| BodyIdle {
+            after: idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
+        });
         RequestBody::Client(ClientBody {
             inner,
             remaining: declared,
@@ -78,6 +106,7 @@ impl RequestBody {
             trailers: None,
             limit,
             seen: 0,
+            idle,
         })
     }
 
@@ -202,12 +231,29 @@ impl Body for ClientBody {
         }
         loop {
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if let Some(idle) = &mut this.idle {
+                        if !idle.waiting {
+                            idle.waiting = true;
+                            let deadline = tokio::time::Instant::now() + idle.after;
+                            idle.timer.as_mut().reset(deadline);
+                        }
+                        if idle.timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Some(Err(Box::new(BodyTimeout(idle.after)))));
+                        }
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(None) => {
                     return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))))
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(idle) = &mut this.idle {
+                        idle.waiting = false;
+                    }
+                    frame
+                }
             };
             let data = match frame.into_data() {
                 Ok(data) => data,

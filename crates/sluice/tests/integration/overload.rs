@@ -4,6 +4,7 @@
 use crate::harness::*;
 use crate::lifecycle::held_origin;
 use crate::proxying::{bounded, read_response};
+use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -156,4 +157,58 @@ async fn the_gateway_wide_cap_counts_every_route() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert_eq!(answered, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_gets_408_and_the_origin_no_complete_body() {
+    use http_body_util::BodyExt;
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&bodies);
+    let origin = Origin::custom(
+        "collect",
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let outcome = match req.into_body().collect().await {
+                    Ok(body) => format!("complete: {:?}", body.to_bytes()),
+                    Err(e) => format!("broken: {e}"),
+                };
+                seen.lock().expect("lock").push(outcome);
+                hyper::Response::new(
+                    http_body_util::Full::new(bytes::Bytes::from_static(b"ok"))
+                        .map_err(|e| match e {})
+                        .boxed(),
+                )
+            }
+        },
+    )
+    .await;
+    let gw = Gateway::start_with(
+        "[server.limits]\nbody_read_timeout = \"300ms\"",
+        &crate::proxying::app(&[origin.url()], ""),
+    )
+    .await;
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let response = bounded("the 408", read_response(&mut stream, &mut buf)).await;
+    assert_eq!(response.status, 408, "{response:?}\n{}", gw.log());
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(
+        String::from_utf8_lossy(&response.body).contains("request_body_timeout"),
+        "{response:?}"
+    );
+    assert_eq!(
+        get(&gw.url("/after")).await.0,
+        200,
+        "the gateway still answers"
+    );
+    let bodies = bodies.lock().expect("lock").clone();
+    assert!(
+        !bodies.iter().any(|b| b.contains("abc")),
+        "the truncated upload arrived as complete: {bodies:?}"
+    );
 }
