@@ -171,7 +171,7 @@ struct Slots {
     max: usize,
     semaphore: Arc<Semaphore>,
     max_pending: usize,
-    pending: AtomicUsize,
+    pending: Arc<AtomicUsize>,
 }
 
 /// A named set of targets and how to pick among them.
@@ -237,18 +237,19 @@ impl Cluster {
         };
         let sticky_cookie =
             (config.balance == Balance::Sticky).then(|| config.sticky_cookie.clone());
-        // A cluster kept by a reload keeps its slots, so requests in flight stay counted.
+        // A cluster kept by a reload keeps its slots and waiters, so requests in flight
+        // and waiting stay counted.
+        let kept = previous
+            .and_then(|p| p.slots.as_ref())
+            .filter(|s| Some(s.max) == config.max_requests);
         let slots = config.max_requests.map(|max| Slots {
             max,
-            semaphore: previous
-                .and_then(|p| p.slots.as_ref())
-                .filter(|s| s.max == max)
-                .map_or_else(
-                    || Arc::new(Semaphore::new(max)),
-                    |s| Arc::clone(&s.semaphore),
-                ),
+            semaphore: kept.map_or_else(
+                || Arc::new(Semaphore::new(max)),
+                |s| Arc::clone(&s.semaphore),
+            ),
             max_pending: config.max_pending,
-            pending: AtomicUsize::new(0),
+            pending: kept.map_or_else(Arc::default, |s| Arc::clone(&s.pending)),
         });
         Cluster {
             name: Arc::from(config.name.as_str()),

@@ -13,4 +13,7 @@ mod errors;
 mod h2_hardening;
 mod hardening;
 mod lifecycle;
+mod overload;
 mod reload;
+mod resilience;
+mod retries;
