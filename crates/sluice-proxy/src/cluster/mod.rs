@@ -456,7 +456,7 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{query_param, Cluster};
+    use super::{query_param, Cluster, InFlight, RetryToken};
 
     fn hash_cluster(key: &str) -> Cluster {
         let src = format!("[clusters.c]\ntargets = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\nbalance = \"hash\"\nhash_key = \"{key}\"\n");
@@ -492,5 +492,42 @@ mod tests {
         assert_eq!(query_param(Some("a=1&c"), "c"), Some(""));
         assert_eq!(query_param(Some("a=1"), "user"), None);
         assert_eq!(query_param(None, "user"), None);
+    }
+
+    #[test]
+    fn the_retry_budget_is_a_share_of_requests_in_flight() {
+        let src = "[clusters.c]\ntargets = [\"http://127.0.0.1:1\"]\n";
+        let config = sluice_config::parse(src, "t.toml").expect("valid config");
+        let cluster = Cluster::new(&config.clusters[0], None);
+        // Nothing in flight: `min_retries` still allows some.
+        let first = cluster.try_retry(50, 2).expect("first retry");
+        let second = cluster.try_retry(50, 2).expect("second retry");
+        assert!(cluster.try_retry(50, 2).is_none(), "over min_retries");
+        drop(first);
+        assert!(
+            cluster.try_retry(50, 2).is_some(),
+            "a finished retry gives its place back"
+        );
+        drop(second);
+
+        // Ten requests in flight: half of them may be retries, and no more.
+        let now = tokio::time::Instant::now();
+        let in_flight: Vec<InFlight> = (0..10)
+            .map(|_| cluster.admit(0, now).expect("admitted"))
+            .collect();
+        let retries: Vec<RetryToken<'_>> = (0..5)
+            .map(|i| {
+                cluster
+                    .try_retry(50, 0)
+                    .unwrap_or_else(|| panic!("retry {i} is within budget"))
+            })
+            .collect();
+        assert!(cluster.try_retry(50, 0).is_none());
+        drop(retries);
+        drop(in_flight);
+        assert!(
+            cluster.try_retry(50, 0).is_none(),
+            "nothing in flight, no minimum"
+        );
     }
 }
