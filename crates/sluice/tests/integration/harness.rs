@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
@@ -263,10 +265,8 @@ impl Origin {
     pub async fn custom<F, Fut>(name: &str, handler: F) -> Origin
     where
         F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: std::future::Future<
-                Output = Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>>,
-            > + Send
-            + 'static,
+        Fut:
+            std::future::Future<Output = Response<BoxBody<Bytes, std::io::Error>>> + Send + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
@@ -416,4 +416,99 @@ pub async fn raw_async(addr: SocketAddr, bytes: Vec<u8>, quiet: Duration) -> Str
     tokio::task::spawn_blocking(move || raw(addr, &bytes, quiet))
         .await
         .expect("join")
+}
+
+/// A full body as the boxed body [`Origin::custom`] handlers answer with.
+pub fn boxed(body: Full<Bytes>) -> BoxBody<Bytes, std::io::Error> {
+    body.map_err(|never| match never {}).boxed()
+}
+
+/// A body as text, for messages.
+pub fn text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).into_owned()
+}
+
+/// Checks an answer the gateway wrote itself: `status`, `content-type:
+/// application/problem+json`, a body as [`assert_problem_body`] checks it, and for 503s
+/// `Retry-After: 1` (the gateway adds it to every 503 it writes).
+pub fn assert_problem(gw: &Gateway, answer: &Answer, status: u16, code: &str) {
+    let (got, headers, body) = answer;
+    assert_eq!(
+        *got,
+        status,
+        "expected {status} {code}, got {}\n{}",
+        text(body),
+        gw.log()
+    );
+    assert_eq!(
+        headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/problem+json"[..]),
+        "{headers:?}"
+    );
+    assert_problem_body(body, status, code);
+    if status == 503 {
+        assert_eq!(
+            headers.get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..]),
+            "{headers:?}"
+        );
+    }
+}
+
+/// Checks a problem+json body: its `type` is `urn:sluice:problem:<code>` and its
+/// `status` is `status`.
+pub fn assert_problem_body(body: &[u8], status: u16, code: &str) {
+    let problem: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not a problem+json body ({e}): {}", text(body)));
+    assert_eq!(
+        problem["type"],
+        format!("urn:sluice:problem:{code}"),
+        "{problem}"
+    );
+    assert_eq!(problem["status"], status, "{problem}");
+}
+
+/// A `[server]` line turning the file watcher off: reloads come from the admin API or
+/// SIGHUP only, so configuration generations are predictable.
+pub const NO_WATCH: &str = "watch_config = false";
+
+/// `POST /api/v1/reload` on the admin listener: the status and the JSON answer.
+pub async fn post_reload(gw: &Gateway) -> (u16, Value) {
+    let request = Request::post(gw.admin_url("/api/v1/reload"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, _, body) = send(request, false).await.expect("admin answers");
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("reload answer is not JSON ({e}): {body:?}"));
+    (status, json)
+}
+
+/// `/health` from the admin listener, which must answer 200 with JSON.
+pub async fn health(gw: &Gateway) -> Value {
+    let (status, _, body) = get(&gw.admin_url("/health")).await;
+    assert_eq!(status, 200, "{}", text(&body));
+    serde_json::from_slice(&body).expect("/health is JSON")
+}
+
+/// Polls `/health` (bounded: about 20 s) until `check` holds for its `config` object;
+/// `what` names the awaited state in the panic message.
+pub async fn wait_config(gw: &Gateway, what: &str, check: impl Fn(&Value) -> bool) {
+    for _ in 0..400 {
+        if check(&health(gw).await["config"]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "/health never showed {what}: {}\n{}",
+        health(gw).await,
+        gw.log()
+    );
+}
+
+/// The OpenMetrics text of the admin listener's `/metrics`, which must answer 200.
+pub async fn metrics(gw: &Gateway) -> String {
+    let (status, _, body) = get(&gw.admin_url("/metrics")).await;
+    assert_eq!(status, 200, "{}", text(&body));
+    text(&body)
 }

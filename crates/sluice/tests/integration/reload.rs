@@ -16,44 +16,9 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Reloads come from the admin API or SIGHUP only, so generations are predictable.
-const NO_WATCH: &str = "watch_config = false";
-
 /// A route answering `GET path` with `body` from the gateway itself.
 fn respond(name: &str, path: &str, body: &str) -> String {
     format!("[[routes]]\nname = \"{name}\"\npath = \"{path}\"\nrespond = {{ status = 200, body = \"{body}\" }}\n")
-}
-
-/// `POST /api/v1/reload`: the status and the JSON answer.
-async fn post_reload(gw: &Gateway) -> (u16, serde_json::Value) {
-    let request = Request::post(gw.admin_url("/api/v1/reload"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let (status, _, body) = send(request, false).await.expect("admin answers");
-    let json = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("reload answer is not JSON ({e}): {body:?}"));
-    (status, json)
-}
-
-async fn health(gw: &Gateway) -> serde_json::Value {
-    let (status, _, body) = get(&gw.admin_url("/health")).await;
-    assert_eq!(status, 200);
-    serde_json::from_slice(&body).expect("/health is JSON")
-}
-
-/// Polls `/health` (bounded) until `check` holds for its `config` object.
-async fn wait_config(gw: &Gateway, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
-    for _ in 0..400 {
-        if check(&health(gw).await["config"]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "/health never showed {what}: {}\n{}",
-        health(gw).await,
-        gw.log()
-    );
 }
 
 #[tokio::test]

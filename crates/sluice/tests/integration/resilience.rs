@@ -5,15 +5,12 @@ use crate::lifecycle::held_origin;
 use crate::proxying::{app, bounded};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, Response};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Reloads come from the admin API only, so generations are predictable.
-const NO_WATCH: &str = "watch_config = false";
 
 /// HTTP checks of `/healthz` every 200 ms; two results in a row change a target's state.
 const HTTP_CHECKS: &str = "[clusters.app.health]\ntype = \"http\"\npath = \"/healthz\"\nhost = \"health.internal\"\nexpect = [200, \"2xx\"]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n";
@@ -101,11 +98,7 @@ fn reply(status: u16, name: &str) -> Response<BoxBody<Bytes, std::io::Error>> {
     Response::builder()
         .status(status)
         .header("x-origin", name)
-        .body(
-            Full::new(Bytes::from(name.to_string()))
-                .map_err(|e| match e {})
-                .boxed(),
-        )
+        .body(boxed(Full::new(Bytes::from(name.to_string()))))
         .expect("response")
 }
 
@@ -121,51 +114,6 @@ fn origin_of(answer: &Answer) -> &str {
         .get("x-origin")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
-}
-
-/// The body as text, for messages.
-fn text(answer: &Answer) -> String {
-    String::from_utf8_lossy(&answer.2).into_owned()
-}
-
-/// Checks an answer the gateway wrote itself: `status`, a problem+json body of type
-/// `code`, and for 503s `Retry-After: 1`.
-fn assert_problem(gw: &Gateway, answer: &Answer, status: u16, code: &str) {
-    let (got, headers, body) = answer;
-    assert_eq!(
-        *got,
-        status,
-        "expected {status} {code}, got {}\n{}",
-        text(answer),
-        gw.log()
-    );
-    assert_eq!(
-        headers.get("content-type").map(|v| v.as_bytes()),
-        Some(&b"application/problem+json"[..]),
-        "{headers:?}"
-    );
-    let problem: Value = serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not a problem+json body ({e}): {}", text(answer)));
-    assert_eq!(
-        problem["type"],
-        format!("urn:sluice:problem:{code}"),
-        "{problem}"
-    );
-    assert_eq!(problem["status"], status, "{problem}");
-    if status == 503 {
-        assert_eq!(
-            headers.get("retry-after").map(|v| v.as_bytes()),
-            Some(&b"1"[..]),
-            "{headers:?}"
-        );
-    }
-}
-
-/// `/health` from the admin listener.
-async fn health(gw: &Gateway) -> Value {
-    let (status, _, body) = get(&gw.admin_url("/health")).await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).expect("/health is JSON")
 }
 
 /// The entry of `/health` for target `url` of cluster `app`.
@@ -201,13 +149,6 @@ async fn wait_target(gw: &Gateway, url: &str, what: &str, check: impl Fn(&Value)
     );
 }
 
-/// The OpenMetrics text of `/metrics`.
-async fn metrics(gw: &Gateway) -> String {
-    let (status, _, body) = get(&gw.admin_url("/metrics")).await;
-    assert_eq!(status, 200);
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 /// Polls `/metrics` (bounded) until it has `line`.
 async fn wait_metric(gw: &Gateway, line: &str) {
     for _ in 0..POLLS {
@@ -223,17 +164,6 @@ async fn wait_metric(gw: &Gateway, line: &str) {
     );
 }
 
-/// `POST /api/v1/reload`: the status and the JSON answer.
-async fn post_reload(gw: &Gateway) -> (u16, Value) {
-    let request = Request::post(gw.admin_url("/api/v1/reload"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let (status, _, body) = send(request, false).await.expect("admin answers");
-    let json = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("reload answer is not JSON ({e}): {body:?}"));
-    (status, json)
-}
-
 /// Sends `n` requests and asserts every one is answered 200 by `origin`.
 async fn all_reach(gw: &Gateway, n: usize, origin: &str) {
     for i in 0..n {
@@ -242,7 +172,7 @@ async fn all_reach(gw: &Gateway, n: usize, origin: &str) {
             (answer.0, origin_of(&answer)),
             (200, origin),
             "request {i}: {}\n{}\n{}",
-            text(&answer),
+            text(&answer.2),
             health(gw).await,
             gw.log()
         );
@@ -277,7 +207,7 @@ async fn a_target_failing_its_checks_leaves_the_rotation_and_comes_back() {
     let mut reached_b = 0;
     for i in 0..20 {
         let answer = ask(&gw, i).await;
-        assert_eq!(answer.0, 200, "{}\n{}", text(&answer), gw.log());
+        assert_eq!(answer.0, 200, "{}\n{}", text(&answer.2), gw.log());
         if origin_of(&answer) == "b" {
             reached_b += 1;
         }
@@ -324,7 +254,7 @@ async fn no_healthy_target_is_a_503_unless_the_panic_threshold_is_reached() {
             answer.0,
             200,
             "in panic mode every target takes requests: {}\n{}",
-            text(&answer),
+            text(&answer.2),
             gw.log()
         );
         reached.insert(origin_of(&answer).to_string());
@@ -371,7 +301,7 @@ async fn a_target_answering_5xx_is_ejected() {
         match origin_of(&answer) {
             "bad" => assert_eq!(answer.0, 500),
             "good" => assert_eq!(answer.0, 200),
-            other => panic!("answered by {other}: {}\n{}", text(&answer), gw.log()),
+            other => panic!("answered by {other}: {}\n{}", text(&answer.2), gw.log()),
         }
         let entry = target(&gw, &bad.url()).await;
         if entry["ejected"] == true {
@@ -433,7 +363,7 @@ async fn max_ejected_percent_keeps_a_target_in_rotation() {
             answer.0,
             500,
             "one target always stays in rotation, so its 500 comes through: {}\n{}",
-            text(&answer),
+            text(&answer.2),
             gw.log()
         );
     }
@@ -571,7 +501,7 @@ async fn max_pending_lets_a_request_wait_for_a_slot() {
             panic!(
                 "the second request did not wait: {} {}\n{}",
                 answer.0,
-                text(&answer),
+                text(&answer.2),
                 gw.log()
             );
         }

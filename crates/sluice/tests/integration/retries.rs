@@ -4,13 +4,11 @@ use crate::hardening::RawOrigin;
 use crate::harness::*;
 use crate::proxying::{body_bytes, bounded, channel_body, data, h1_conn, ChannelBody};
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,40 +43,6 @@ fn hits(counter: &AtomicUsize) -> usize {
     counter.load(Ordering::SeqCst)
 }
 
-fn text(body: &Bytes) -> String {
-    String::from_utf8_lossy(body).into_owned()
-}
-
-/// Checks an answer the gateway wrote itself: `status` and a problem+json body of type
-/// `urn:sluice:problem:<code>`.
-fn assert_problem(gw: &Gateway, answer: &Answer, status: u16, code: &str) {
-    let (got, headers, body) = answer;
-    assert_eq!(
-        *got,
-        status,
-        "expected {status} {code}, got {}\n{}",
-        text(body),
-        gw.log()
-    );
-    assert_eq!(
-        headers.get("content-type").map(|v| v.as_bytes()),
-        Some(&b"application/problem+json"[..]),
-        "{headers:?}"
-    );
-    assert_problem_body(body, status, code);
-}
-
-fn assert_problem_body(body: &Bytes, status: u16, code: &str) {
-    let problem: Value = serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not a problem+json body ({e}): {}", text(body)));
-    assert_eq!(
-        problem["type"],
-        format!("urn:sluice:problem:{code}"),
-        "{problem}"
-    );
-    assert_eq!(problem["status"], status, "{problem}");
-}
-
 /// `POST url` with `body` (and its Content-Length) and `headers`, on a fresh connection.
 async fn post(url: &str, body: impl Into<Bytes>, headers: &[(&str, String)]) -> Answer {
     let mut request = Request::post(url);
@@ -89,13 +53,6 @@ async fn post(url: &str, body: impl Into<Bytes>, headers: &[(&str, String)]) -> 
     send(request, false)
         .await
         .unwrap_or_else(|e| panic!("POST {url}: {e}"))
-}
-
-/// The OpenMetrics text of `/metrics`.
-async fn metrics(gw: &Gateway) -> String {
-    let (status, _, body) = get(&gw.admin_url("/metrics")).await;
-    assert_eq!(status, 200, "{}", text(&body));
-    text(&body)
 }
 
 /// The value of `sluice_retries_total{route="app"}`, if the series exists.
@@ -109,10 +66,6 @@ fn retries_of_app(metrics: &str) -> Option<f64> {
                 .unwrap_or_else(|e| panic!("not a number ({e}): {line}")),
         )
     })
-}
-
-fn boxed(body: Full<Bytes>) -> BoxBody<Bytes, std::io::Error> {
-    body.map_err(|never| match never {}).boxed()
 }
 
 #[tokio::test]
