@@ -28,7 +28,7 @@ pub struct ResponseBody {
 pub struct Held {
     pub in_flight: crate::cluster::InFlight,
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
-    pub route: Option<crate::gateway::Counted>,
+    pub route: Option<crate::counted::Counted>,
 }
 
 #[derive(Debug)]

@@ -3,7 +3,8 @@
 //! only when the body can be sent again, never after a response byte reached the client,
 //! within the retry budget and the route's `timeout`.
 
-use crate::cluster::{Cluster, InFlight, Outcome, RetryToken, TargetState};
+use crate::cluster::{Cluster, InFlight, Outcome, TargetState};
+use crate::counted::Counted;
 use crate::metrics::{Metrics, RouteLabels};
 use crate::rescue::ProxyError;
 use crate::upstream::RequestBody;
@@ -72,25 +73,30 @@ pub async fn forward(
         Payload::Stream(body) => (Some(body), None),
         Payload::Kept { data, trailers } => (None, Some((data, trailers))),
     };
+    // Only filled when another try may follow.
     let mut tried: Vec<usize> = Vec::new();
-    let mut _budget: Option<RetryToken<'_>> = None;
-    for attempt in 1u32.. {
+    // The retry in flight, counted against the cluster's budget until the next try ends.
+    let mut _budget: Option<Counted> = None;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let last_possible = kept.is_none() || policy.is_none_or(|p| attempt >= p.attempts);
         let (index, mut pick) = pick(cluster, &out, origin, &tried)?;
-        tried.push(index);
-        let chosen = Arc::clone(pick.in_flight.target());
-        *target = Some(Arc::clone(&chosen));
+        if !last_possible {
+            tried.push(index);
+        }
+        let chosen = target.insert(Arc::clone(pick.in_flight.target()));
         let body = match (&kept, stream.take()) {
             (Some((data, trailers)), _) => RequestBody::replay(data.clone(), trailers.clone()),
             (None, Some(body)) => body,
             (None, None) => RequestBody::full(Bytes::new()),
         };
-        let last_possible = kept.is_none() || policy.is_none_or(|p| attempt >= p.attempts);
-        let request = if last_possible {
-            let headers = std::mem::take(&mut out.headers);
-            build(cluster, &chosen, &out, headers, body)?
+        let headers = if last_possible {
+            std::mem::take(&mut out.headers)
         } else {
-            build(cluster, &chosen, &out, out.headers.clone(), body)?
+            out.headers.clone()
         };
+        let request = build(cluster, chosen, &out, headers, body)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let result = chosen
             .client
@@ -115,28 +121,22 @@ pub async fn forward(
         if let Some(outcome) = outcome {
             cluster.record(&mut pick.in_flight, outcome);
         }
-        let retry = match policy.filter(|p| !last_possible && attempt < p.attempts) {
-            Some(p) => retryable(p, &out.method, &result)
-                .then(|| cluster.try_retry(p.budget_percent, p.min_retries))
-                .flatten()
-                .map(|token| (p, token)),
-            None => None,
-        };
-        let Some((p, token)) = retry else {
+        // Another try: allowed for this failure, its back-off ends before the route's
+        // timeout, and the budget has room.
+        let retry = policy
+            .filter(|p| !last_possible && retryable(p, &out.method, &result))
+            .map(|p| (p, backoff(p, attempt)))
+            .filter(|(_, wait)| Instant::now() + *wait < deadline)
+            .and_then(|(p, wait)| {
+                Some((wait, cluster.try_retry(p.budget_percent, p.min_retries)?))
+            });
+        let Some((wait, token)) = retry else {
             return result.map(|response| Forwarded {
                 response,
                 in_flight: pick.in_flight,
                 set_cookie: pick.set_cookie,
             });
         };
-        let wait = backoff(p, attempt);
-        if Instant::now() + wait >= deadline {
-            return result.map(|response| Forwarded {
-                response,
-                in_flight: pick.in_flight,
-                set_cookie: pick.set_cookie,
-            });
-        }
         let why = match &result {
             Ok(r) => format!("answered {}", r.status().as_u16()),
             Err(e) => e.to_string(),
@@ -153,7 +153,6 @@ pub async fn forward(
         _budget = Some(token);
         tokio::time::sleep(wait).await;
     }
-    Err(ProxyError::Internal("the retry loop ended".into()))
 }
 
 /// A target for this try: one not tried yet when there is one, else any usable one.

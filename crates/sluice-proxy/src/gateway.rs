@@ -68,25 +68,6 @@ impl Snapshot {
     }
 }
 
-/// One unit of a counter, given back when dropped.
-#[derive(Debug)]
-pub struct Counted(Arc<AtomicUsize>);
-
-impl Counted {
-    /// Takes one unit of `counter` if it stays at or under `max`.
-    pub fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Counted> {
-        let before = counter.fetch_add(1, Ordering::Relaxed);
-        let counted = Counted(Arc::clone(counter));
-        (before < max).then_some(counted)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The outcome of configuration reloads, for `/health`.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadStatus {

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod cluster;
+pub mod counted;
 pub mod forward;
 pub mod gateway;
 pub mod lifecycle;
@@ -16,6 +17,6 @@ mod serve;
 pub mod upstream;
 
 pub use gateway::{Gateway, Snapshot};
-pub use listener::{ListenKey, Listeners};
+pub use listener::Listeners;
 pub use reload::{Reloader, Trigger};
 pub use serve::serve;

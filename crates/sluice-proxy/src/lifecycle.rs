@@ -3,8 +3,9 @@
 
 use crate::body::{Held, RequestRecord, ResponseBody};
 use crate::cluster::TargetState;
+use crate::counted::Counted;
 use crate::forward::{forward, Forwarded, Origin, Outgoing, Payload};
-use crate::gateway::{Counted, Gateway, Snapshot};
+use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::Metrics;
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};

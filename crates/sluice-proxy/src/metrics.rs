@@ -1,6 +1,8 @@
 //! The data path's Prometheus metrics, recorded where requests and connections end and
 //! served by the admin listener from one registry.
 
+use crate::cluster::{Cluster, TargetState};
+use crate::gateway::Snapshot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -193,68 +195,93 @@ impl Metrics {
 /// Reads the targets of the current snapshot at scrape time: health, ejections, circuit
 /// state and requests in flight, so the data path records nothing for them.
 #[derive(Debug)]
-pub struct TargetCollector(pub Arc<arc_swap::ArcSwap<crate::gateway::Snapshot>>);
+pub struct TargetCollector(pub Arc<arc_swap::ArcSwap<Snapshot>>);
 
 impl Collector for TargetCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use crate::cluster::breaker::CircuitState;
         let snapshot = self.0.load();
         let now = tokio::time::Instant::now();
-        let targets = || {
-            snapshot.clusters.iter().flat_map(|c| {
-                c.targets.iter().map(move |t| {
-                    let labels: [(&str, &str); 2] = [("cluster", &c.name), ("target", &t.name)];
-                    (labels, t)
-                })
-            })
-        };
-        let mut family = encoder.encode_descriptor(
-            "target_healthy",
-            "1 when the target passes its health checks and is not ejected",
-            None,
+        per_target(
+            &mut encoder,
+            &snapshot,
+            (
+                "target_healthy",
+                "1 when the target passes its health checks and is not ejected",
+            ),
             MetricType::Gauge,
+            |t| Some(ConstGauge::new(i64::from(t.is_healthy(now)))),
         )?;
-        for (labels, t) in targets() {
-            ConstGauge::new(i64::from(t.is_healthy(now))).encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "target_active_requests",
-            "Requests in flight to the target",
-            None,
+        per_target(
+            &mut encoder,
+            &snapshot,
+            ("target_active_requests", "Requests in flight to the target"),
             MetricType::Gauge,
+            |t| {
+                Some(ConstGauge::new(
+                    i64::try_from(t.active()).unwrap_or(i64::MAX),
+                ))
+            },
         )?;
-        for (labels, t) in targets() {
-            let active = i64::try_from(t.active()).unwrap_or(i64::MAX);
-            ConstGauge::new(active).encode(family.encode_family(&labels)?)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "target_ejections",
-            "Times outlier detection ejected the target",
-            None,
+        per_target(
+            &mut encoder,
+            &snapshot,
+            (
+                "target_ejections",
+                "Times outlier detection ejected the target",
+            ),
             MetricType::Counter,
+            |t| t.ejector.as_ref().map(|e| ConstCounter::new(e.ejections())),
         )?;
-        for (labels, t) in targets().filter(|(_, t)| t.ejector.is_some()) {
-            let ejections = t.ejector.as_ref().map_or(0, |e| e.ejections());
-            ConstCounter::new(ejections).encode(family.encode_family(&labels)?)?;
-        }
         let mut family = encoder.encode_descriptor(
             "target_circuit_state",
             "The target's circuit breaker state: 1 for the current one",
             None,
             MetricType::Gauge,
         )?;
-        for (labels, t) in targets().filter(|(_, t)| t.breaker.is_some()) {
+        for (c, t) in targets(&snapshot).filter(|(_, t)| t.breaker.is_some()) {
             let current = t.circuit(now);
             for state in [
                 CircuitState::Closed,
                 CircuitState::Open,
                 CircuitState::HalfOpen,
             ] {
-                let labels = [labels[0], labels[1], ("state", state.as_str())];
+                let labels = [
+                    ("cluster", &*c.name),
+                    ("target", &*t.name),
+                    ("state", state.as_str()),
+                ];
                 ConstGauge::new(i64::from(current == state))
                     .encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())
     }
+}
+
+/// Every target of the snapshot, with its cluster.
+fn targets(snapshot: &Snapshot) -> impl Iterator<Item = (&Cluster, &TargetState)> {
+    snapshot
+        .clusters
+        .iter()
+        .flat_map(|c| c.targets.iter().map(move |t| (&**c, &**t)))
+}
+
+/// One metric family with a series per target, labelled by cluster and target, for the
+/// targets `value` gives a value for.
+fn per_target<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    snapshot: &Snapshot,
+    (name, help): (&str, &str),
+    kind: MetricType,
+    value: impl Fn(&TargetState) -> Option<M>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (c, t) in targets(snapshot) {
+        if let Some(metric) = value(t) {
+            let labels = [("cluster", &*c.name), ("target", &*t.name)];
+            metric.encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }

@@ -79,9 +79,8 @@ fn reload(gateway: &Gateway, accept: &mut AcceptLoops, load: &Loader) -> Result<
     for change in sluice_config::restart_only_changes(&current.config, &config) {
         tracing::warn!("{change} changed; this takes effect after a restart");
     }
-    let server = config.server.clone();
     let generation = gateway.apply(config).map_err(|e| e.to_string())?;
     gateway.start_health_checks();
-    accept.reconcile(added, &server);
+    accept.reconcile(added, &gateway.snapshot().config.server);
     Ok(generation)
 }

@@ -4,7 +4,7 @@
 //! probes through, closing when they all succeed and opening again on a failure.
 
 use sluice_config::Breaker;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio::time::Instant;
 
@@ -44,6 +44,9 @@ pub enum Transition {
 pub struct CircuitBreaker {
     config: Breaker,
     inner: Mutex<Inner>,
+    /// Whether the state is closed, mirrored out of `inner` so that letting a request
+    /// through a closed circuit (the usual case) takes no lock.
+    closed: AtomicBool,
     opened: AtomicU64,
 }
 
@@ -74,6 +77,7 @@ impl CircuitBreaker {
                 probes_in_flight: 0,
                 probe_successes: 0,
             }),
+            closed: AtomicBool::new(true),
             opened: AtomicU64::new(0),
         }
     }
@@ -98,6 +102,9 @@ impl CircuitBreaker {
 
     /// Whether a request would be let through now, without taking a probe slot.
     pub fn would_admit(&self, now: Instant) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return true;
+        }
         let inner = self.lock();
         match inner.state {
             CircuitState::Closed => true,
@@ -108,6 +115,9 @@ impl CircuitBreaker {
 
     /// Lets a request through, taking a probe slot when half-open; `None`: refused.
     pub fn admit(&self, now: Instant) -> Option<Admission> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Some(Admission::Normal);
+        }
         let mut inner = self.lock();
         match inner.state {
             CircuitState::Closed => return Some(Admission::Normal),
@@ -149,6 +159,7 @@ impl CircuitBreaker {
             inner.probe_successes += 1;
             if inner.probe_successes >= self.config.half_open_requests {
                 inner.state = CircuitState::Closed;
+                self.closed.store(true, Ordering::Relaxed);
                 inner.consecutive = 0;
                 inner.window_start = now;
                 inner.window_ok = 0;
@@ -186,6 +197,7 @@ impl CircuitBreaker {
 
     fn open(&self, inner: &mut Inner, now: Instant) -> Transition {
         inner.state = CircuitState::Open;
+        self.closed.store(false, Ordering::Relaxed);
         inner.open_until = now + self.config.open_for;
         inner.probes_in_flight = 0;
         inner.probe_successes = 0;

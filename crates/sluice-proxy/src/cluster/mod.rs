@@ -8,6 +8,7 @@ pub mod health;
 pub mod outlier;
 mod sticky;
 
+use crate::counted::Counted;
 use crate::rescue::ProxyError;
 use crate::upstream::UpstreamClient;
 use balance::{Balancer, HashRing, PickInput, SmoothWeighted};
@@ -188,17 +189,7 @@ pub struct Cluster {
     max_ejected_percent: u8,
     slots: Option<Slots>,
     /// Retries in flight now, for the retry budget.
-    retries_active: AtomicUsize,
-}
-
-/// A retry counted against its cluster's budget until dropped.
-#[derive(Debug)]
-pub struct RetryToken<'c>(&'c AtomicUsize);
-
-impl Drop for RetryToken<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    retries_active: Arc<AtomicUsize>,
 }
 
 /// The target picked for a request, and a cookie to set when the pick pins a client.
@@ -262,18 +253,16 @@ impl Cluster {
             panic_threshold: config.panic_threshold,
             max_ejected_percent: config.outlier.as_ref().map_or(0, |o| o.max_ejected_percent),
             slots,
-            retries_active: AtomicUsize::new(0),
+            retries_active: Arc::default(),
         }
     }
 
     /// Admits one more retry if the budget allows: retries in flight stay under
     /// `budget_percent` of the cluster's requests in flight, or `min_retries`.
-    pub fn try_retry(&self, budget_percent: u8, min_retries: u32) -> Option<RetryToken<'_>> {
+    pub fn try_retry(&self, budget_percent: u8, min_retries: u32) -> Option<Counted> {
         let active: usize = self.targets.iter().map(|t| t.active()).sum();
         let budget = (active * usize::from(budget_percent) / 100).max(min_retries as usize);
-        let before = self.retries_active.fetch_add(1, Ordering::Relaxed);
-        let token = RetryToken(&self.retries_active);
-        (before < budget).then_some(token)
+        Counted::take(&self.retries_active, budget)
     }
 
     /// Starts the active health checks of targets that do not run them yet.
@@ -298,13 +287,10 @@ impl Cluster {
         let overloaded = || ProxyError::ClusterOverloaded {
             cluster: self.name.to_string(),
         };
-        if slots.pending.fetch_add(1, Ordering::Relaxed) >= slots.max_pending {
-            slots.pending.fetch_sub(1, Ordering::Relaxed);
-            return Err(overloaded());
-        }
+        let waiting = Counted::take(&slots.pending, slots.max_pending).ok_or_else(overloaded)?;
         let acquired =
             tokio::time::timeout(wait, Arc::clone(&slots.semaphore).acquire_owned()).await;
-        slots.pending.fetch_sub(1, Ordering::Relaxed);
+        drop(waiting);
         match acquired {
             Ok(Ok(permit)) => Ok(Some(permit)),
             _ => Err(overloaded()),
@@ -415,9 +401,13 @@ impl Cluster {
     /// Records how a request to a target went: feeds outlier detection and the circuit
     /// breaker, and logs ejections and circuit changes.
     pub fn record(&self, in_flight: &mut InFlight, outcome: Outcome) {
+        let admission = in_flight.admission.take();
+        let target = &in_flight.target;
+        if target.ejector.is_none() && target.breaker.is_none() {
+            return;
+        }
         let now = Instant::now();
         let failed = outcome == Outcome::Failure;
-        let target = Arc::clone(&in_flight.target);
         if let Some(ejector) = &target.ejector {
             let may_eject = || {
                 let ejected = self
@@ -433,7 +423,7 @@ impl Cluster {
                 tracing::warn!(cluster = %self.name, target = %target.name, ejected_for = ?length, "target ejected after consecutive failures");
             }
         }
-        if let (Some(admission), Some(breaker)) = (in_flight.admission.take(), &target.breaker) {
+        if let (Some(admission), Some(breaker)) = (admission, &target.breaker) {
             match breaker.record(admission, failed, now) {
                 Some(Transition::Opened) => {
                     tracing::warn!(cluster = %self.name, target = %target.name, "circuit opened")
@@ -456,7 +446,7 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{query_param, Cluster, InFlight, RetryToken};
+    use super::{query_param, Cluster, Counted, InFlight};
 
     fn hash_cluster(key: &str) -> Cluster {
         let src = format!("[clusters.c]\ntargets = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\nbalance = \"hash\"\nhash_key = \"{key}\"\n");
@@ -515,7 +505,7 @@ mod tests {
         let in_flight: Vec<InFlight> = (0..10)
             .map(|_| cluster.admit(0, now).expect("admitted"))
             .collect();
-        let retries: Vec<RetryToken<'_>> = (0..5)
+        let retries: Vec<Counted> = (0..5)
             .map(|i| {
                 cluster
                     .try_retry(50, 0)

@@ -2,7 +2,8 @@
 
 mod counting;
 
-use crate::gateway::{Counted, Gateway};
+use crate::counted::Counted;
+use crate::gateway::Gateway;
 use crate::lifecycle::ConnInfo;
 use crate::protocol::{serve_connection, stopped, ShutdownWatch};
 use counting::CountingIo;

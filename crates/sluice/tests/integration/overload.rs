@@ -2,7 +2,7 @@
 //! whole gateway and per route, each answered 503 with Retry-After before work is done.
 
 use crate::harness::*;
-use crate::lifecycle::held_origin;
+use crate::lifecycle::{held_origin, Held};
 use crate::proxying::{bounded, read_response};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
@@ -64,30 +64,44 @@ async fn connections_over_the_listener_limit_get_503_and_the_others_carry_on() {
     );
 }
 
-#[tokio::test]
-async fn requests_over_the_gateway_and_route_caps_get_503() {
-    let held = held_origin("done").await;
-    let body = format!(
-        "[clusters.slow]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"slow\"\npath = \"/slow\"\ncluster = \"slow\"\nmax_requests = 1\n\n{}",
+/// A cluster `slow` behind route `/slow` (with `route_keys`), and the `/hello` route.
+fn slow_and_hello(held: &Held, route_keys: &str) -> String {
+    format!(
+        "[clusters.slow]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"slow\"\npath = \"/slow\"\ncluster = \"slow\"\n{route_keys}\n\n{}",
         held.origin.url(),
         hello()
-    );
-    let gw = Gateway::start(&body).await;
-    let url = gw.url("/slow");
-    let first = tokio::spawn(async move { get(&url).await });
-    bounded(
-        "the first request reaches the origin",
-        held.arrived.notified(),
     )
-    .await;
+}
 
-    let (status, headers, body) = get(&gw.url("/slow")).await;
-    assert_eq!(status, 503, "{body:?}");
+/// Sends `GET /slow` and waits until the held origin has it.
+async fn hold_one(gw: &Gateway, held: &Held, what: &str) -> tokio::task::JoinHandle<Answer> {
+    let url = gw.url("/slow");
+    let request = tokio::spawn(async move { get(&url).await });
+    bounded(what, held.arrived.notified()).await;
+    request
+}
+
+/// A 503 with `Retry-After: 1` whose body says `detail`.
+fn assert_overloaded(answer: &Answer, detail: &str) {
+    let (status, headers, body) = answer;
+    assert_eq!(*status, 503, "{body:?}");
     assert_eq!(
         headers.get("retry-after").map(|v| v.as_bytes()),
         Some(&b"1"[..])
     );
-    assert!(String::from_utf8_lossy(&body).contains("route slow has 1 requests in flight"));
+    assert!(String::from_utf8_lossy(body).contains(detail), "{body:?}");
+}
+
+#[tokio::test]
+async fn requests_over_the_gateway_and_route_caps_get_503() {
+    let held = held_origin("done").await;
+    let gw = Gateway::start(&slow_and_hello(&held, "max_requests = 1")).await;
+    let first = hold_one(&gw, &held, "the first request reaches the origin").await;
+
+    assert_overloaded(
+        &get(&gw.url("/slow")).await,
+        "route slow has 1 requests in flight",
+    );
     assert_eq!(
         held.origin.hits.load(std::sync::atomic::Ordering::SeqCst),
         1
@@ -103,13 +117,7 @@ async fn requests_over_the_gateway_and_route_caps_get_503() {
         bounded("the held request", first).await.expect("join").0,
         200
     );
-    let url = gw.url("/slow");
-    let again = tokio::spawn(async move { get(&url).await });
-    bounded(
-        "the next request reaches the origin",
-        held.arrived.notified(),
-    )
-    .await;
+    let again = hold_one(&gw, &held, "the next request reaches the origin").await;
     held.release.notify_one();
     assert_eq!(
         bounded("the next request", again).await.expect("join").0,
@@ -120,27 +128,14 @@ async fn requests_over_the_gateway_and_route_caps_get_503() {
 #[tokio::test]
 async fn the_gateway_wide_cap_counts_every_route() {
     let held = held_origin("done").await;
-    let body = format!(
-        "[clusters.slow]\ntargets = [\"{}\"]\n\n[[routes]]\nname = \"slow\"\npath = \"/slow\"\ncluster = \"slow\"\n\n{}",
-        held.origin.url(),
-        hello()
-    );
-    let gw = Gateway::start_with("[server.limits]\nmax_requests = 1", &body).await;
-    let url = gw.url("/slow");
-    let first = tokio::spawn(async move { get(&url).await });
-    bounded(
-        "the first request reaches the origin",
-        held.arrived.notified(),
+    let gw = Gateway::start_with(
+        "[server.limits]\nmax_requests = 1",
+        &slow_and_hello(&held, ""),
     )
     .await;
+    let first = hold_one(&gw, &held, "the first request reaches the origin").await;
 
-    let (status, headers, body) = get(&gw.url("/hello")).await;
-    assert_eq!(status, 503, "{body:?}");
-    assert_eq!(
-        headers.get("retry-after").map(|v| v.as_bytes()),
-        Some(&b"1"[..])
-    );
-    assert!(String::from_utf8_lossy(&body).contains("server.limits.max_requests"));
+    assert_overloaded(&get(&gw.url("/hello")).await, "server.limits.max_requests");
 
     held.release.notify_one();
     assert_eq!(
