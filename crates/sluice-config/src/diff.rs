@@ -11,6 +11,9 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin.listen != new.admin.listen {
         changes.push("admin.listen");
     }
+    if old.server.upgrade_socket != new.server.upgrade_socket {
+        changes.push("server.upgrade_socket");
+    }
     changes
 }
 
@@ -25,13 +28,13 @@ mod tests {
             crate::parse("[server]\nthreads = 1\naccess_log = false\n", "b.toml").expect("valid");
         assert!(restart_only_changes(&old, &same).is_empty());
         let new = crate::parse(
-            "[server]\nthreads = 2\n[admin]\nlisten = \"127.0.0.1:9999\"\n",
+            "[server]\nthreads = 2\nupgrade_socket = \"/run/s.sock\"\n[admin]\nlisten = \"127.0.0.1:9999\"\n",
             "c.toml",
         )
         .expect("valid");
         assert_eq!(
             restart_only_changes(&old, &new),
-            ["server.threads", "admin.listen"]
+            ["server.threads", "admin.listen", "server.upgrade_socket"]
         );
     }
 }

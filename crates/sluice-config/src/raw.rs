@@ -32,6 +32,7 @@ pub struct ServerConfig {
     pub shutdown_grace: Option<Spanned<String>>,
     pub access_log: Option<bool>,
     pub watch_config: Option<bool>,
+    pub upgrade_socket: Option<Spanned<String>>,
     #[serde(default)]
     pub limits: LimitsConfig,
 }

@@ -31,6 +31,8 @@ pub struct Server {
     pub access_log: bool,
     /// Re-read the configuration file when it changes on disk.
     pub watch_config: bool,
+    /// Where the running process hands its listening sockets to `sluice run --upgrade`.
+    pub upgrade_socket: Option<PathBuf>,
     pub limits: Limits,
 }
 

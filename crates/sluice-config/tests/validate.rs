@@ -69,7 +69,7 @@ cert = "cert.pem"
 "#;
     assert_eq!(
         errors(src),
-        ["test.toml:4:9: server.tls: unknown key `tls`; expected one of: listen, unix, threads, shutdown_grace, access_log, watch_config, limits"]
+        ["test.toml:4:9: server.tls: unknown key `tls`; expected one of: listen, unix, threads, shutdown_grace, access_log, watch_config, upgrade_socket, limits"]
     );
 }
 
@@ -422,6 +422,24 @@ fn no_listener_at_all() {
         errors("[server]\nlisten = []\n"),
         ["test.toml:2:10: server.listen: no listener: give at least one address here or in server.unix"]
     );
+}
+
+#[test]
+fn upgrade_socket_must_be_a_path_of_its_own() {
+    assert_eq!(
+        errors("[server]\nupgrade_socket = \"\"\n"),
+        ["test.toml:2:18: server.upgrade_socket: must not be empty; leave the key out to turn upgrades off"]
+    );
+    assert_eq!(
+        errors("[server]\nunix = [\"/run/s.sock\"]\nupgrade_socket = \"/run/s.sock\"\n"),
+        ["test.toml:3:18: server.upgrade_socket: must differ from every server.unix path"]
+    );
+    let ok = config("[server]\nupgrade_socket = \"/run/sluice/upgrade.sock\"\n");
+    assert_eq!(
+        ok.server.upgrade_socket.as_deref(),
+        Some(std::path::Path::new("/run/sluice/upgrade.sock"))
+    );
+    assert_eq!(config("[server]\n").server.upgrade_socket, None);
 }
 
 #[test]

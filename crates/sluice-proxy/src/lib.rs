@@ -17,6 +17,6 @@ mod serve;
 pub mod upstream;
 
 pub use gateway::{Gateway, Snapshot};
-pub use listener::Listeners;
+pub use listener::{ListenKey, Listeners};
 pub use reload::{Reloader, Trigger};
-pub use serve::serve;
+pub use serve::{serve, Control, Handoff, Stop};

@@ -3,23 +3,45 @@
 //! close what is left.
 
 use crate::gateway::Gateway;
-use crate::listener::{AcceptLoops, Listeners};
+use crate::listener::{AcceptLoops, ListenKey, Listeners};
 use crate::protocol::ShutdownWatch;
 use crate::reload::{Loader, ReloadRequests};
 use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// Serves until `shutdown` completes, applying the reloads `reloads` asks for, then drains
-/// for at most `server.shutdown_grace`. Returns whether every connection finished within
-/// the grace period.
+/// Why the data plane stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM or SIGINT: stop listening for good.
+    Signal,
+    /// A new process has taken the listening sockets over.
+    Upgraded,
+}
+
+/// A request for a copy of every listening socket, made by an upgrade in progress.
+pub type Handoff = oneshot::Sender<io::Result<Vec<(ListenKey, OwnedFd)>>>;
+
+/// What steers a running data plane besides its traffic.
+pub struct Control {
+    pub reloads: ReloadRequests,
+    pub load: Loader,
+    pub handoffs: mpsc::Receiver<Handoff>,
+    /// Told once every listener accepts and `/ready` answers 200.
+    pub started: Option<oneshot::Sender<()>>,
+}
+
+/// Serves until `shutdown` completes, applying the reloads `control` asks for, then drains
+/// for at most `server.shutdown_grace`. Returns why it stopped, and whether every
+/// connection finished within the grace period.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
-    mut reloads: ReloadRequests,
-    load: Loader,
-) -> bool {
+    shutdown: impl Future<Output = Stop>,
+    mut control: Control,
+) -> (Stop, bool) {
     let (stop, signal) = watch::channel(false);
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let mut accept = AcceptLoops::start(
@@ -29,13 +51,19 @@ pub async fn serve(
     );
     gateway.start_health_checks();
     gateway.set_ready();
+    if let Some(started) = control.started.take() {
+        let _ = started.send(());
+    }
     tokio::pin!(shutdown);
-    loop {
+    let why = loop {
         tokio::select! {
-            () = &mut shutdown => break,
-            Some(request) = reloads.0.recv() => {
+            why = &mut shutdown => break why,
+            Some(handoff) = control.handoffs.recv() => {
+                let _ = handoff.send(accept.sockets());
+            }
+            Some(request) = control.reloads.0.recv() => {
                 tracing::info!(trigger = request.trigger.as_str(), "reloading the configuration");
-                let outcome = reload(&gateway, &mut accept, &load);
+                let outcome = reload(&gateway, &mut accept, &control.load);
                 match &outcome {
                     Ok(generation) => tracing::info!(generation, "configuration reloaded"),
                     Err(e) => tracing::error!("configuration rejected; the previous one keeps serving:\n{e}"),
@@ -43,16 +71,26 @@ pub async fn serve(
                 let _ = request.reply.send(outcome);
             }
         }
-    }
+    };
 
     gateway.set_draining();
+    if why == Stop::Upgraded {
+        accept.hand_over();
+    }
     let grace = gateway.snapshot().config.server.shutdown_grace;
     let connections = gateway.metrics.active_connections.get();
-    tracing::info!(grace = ?grace, connections, "shutting down: no new connections, draining requests in flight");
+    match why {
+        Stop::Signal => {
+            tracing::info!(grace = ?grace, connections, "shutting down: no new connections, draining requests in flight")
+        }
+        Stop::Upgraded => {
+            tracing::info!(grace = ?grace, connections, "the new process accepts now; draining requests in flight")
+        }
+    }
     let _ = stop.send(true);
     accept.join().await;
     // Every connection holds a sender; `recv` returns once the last one has ended.
-    match tokio::time::timeout(grace, all_done.recv()).await {
+    let drained = match tokio::time::timeout(grace, all_done.recv()).await {
         Ok(_) => {
             tracing::info!("all connections drained");
             true
@@ -61,7 +99,8 @@ pub async fn serve(
             tracing::warn!("shutdown grace period over; closing the connections left");
             false
         }
-    }
+    };
+    (why, drained)
 }
 
 /// One reload: read, validate, bind what is new, swap, stop what is gone. Either all of

@@ -26,6 +26,7 @@ impl Default for Command {
         Command::Run(RunArgs {
             config: None,
             log_format: LogFormat::Pretty,
+            upgrade: false,
         })
     }
 }
@@ -38,6 +39,10 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Take the listening sockets over from the sluice running on this configuration's
+    /// `server.upgrade_socket`; once this process accepts, the old one drains and exits.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Args)]

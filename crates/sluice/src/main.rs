@@ -2,6 +2,7 @@
 
 mod cli;
 mod run;
+mod upgrade;
 
 use clap::Parser;
 use std::process::ExitCode;

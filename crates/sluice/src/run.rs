@@ -2,15 +2,18 @@
 //! listeners, serve until SIGTERM or SIGINT, drain, exit.
 
 use crate::cli::{LogFormat, RunArgs, ValidateArgs};
+use crate::upgrade::{self, Inherited, Socket};
 use sluice_config::{Config, ConfigErrors};
+use sluice_proxy::listener;
 use sluice_proxy::reload::{self, Loader};
-use sluice_proxy::{Gateway, Listeners, Reloader, Snapshot, Trigger};
+use sluice_proxy::{Control, Gateway, ListenKey, Listeners, Reloader, Snapshot, Stop, Trigger};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Loads and validates a file, or the built-in default.
 fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigErrors> {
@@ -50,7 +53,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(gateway, args.config)) {
+    match runtime.block_on(serve(gateway, args.config, args.upgrade)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -80,27 +83,91 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-async fn serve(gateway: Arc<Gateway>, path: Option<PathBuf>) -> Result<(), String> {
-    let snapshot = gateway.snapshot();
-    let config = &snapshot.config;
-    let listeners = Listeners::bind(&config.server).map_err(|e| e.to_string())?;
+/// The sockets a process listens on.
+struct Sockets {
+    data: Listeners,
+    admin: Option<TcpListener>,
+    upgrade: Option<(PathBuf, UnixListener)>,
+    /// Set when the sockets came from a running process, which waits to hear we are ready.
+    inherited: Option<Inherited>,
+    /// Handed over but no longer configured: closed once the old process is gone.
+    dropped: Vec<ListenKey>,
+}
+
+/// Binds the configured sockets, or with `--upgrade` takes them over from the running
+/// process (binding only what it did not have).
+async fn open_sockets(config: &Config, upgrade: bool) -> Result<Sockets, String> {
+    let server = &config.server;
+    let mut inherited = match (upgrade, &server.upgrade_socket) {
+        (false, _) => None,
+        (true, Some(path)) => Some(upgrade::take_over(path).await?),
+        (true, None) => {
+            return Err(format!(
+                "--upgrade needs server.upgrade_socket in {}: the path where the running sluice waits for upgrades",
+                config.source
+            ))
+        }
+    };
+    let mut handed = inherited.as_mut().map(Inherited::data).unwrap_or_default();
+    let data = Listeners::adopt(server, &mut handed).map_err(|e| e.to_string())?;
+    let dropped = handed.into_iter().map(|(key, _)| key).collect();
+    let mut take = |socket: Socket| inherited.as_mut().and_then(|i| i.take(&socket));
     let admin = match config.admin.listen {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?,
+            match take(Socket::Admin(addr)) {
+                Some(fd) => listener::tcp_from_fd(fd),
+                None => TcpListener::bind(addr).await,
+            }
+            .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?,
         ),
         None => None,
     };
-    for addr in listeners.local_addrs() {
+    let upgrade = match &server.upgrade_socket {
+        Some(path) => {
+            let listener = match take(Socket::Upgrade(path.clone())) {
+                Some(fd) => listener::unix_from_fd(fd),
+                None => bind_private(path),
+            }
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {} (server.upgrade_socket): {e}",
+                    path.display()
+                )
+            })?;
+            Some((path.clone(), listener))
+        }
+        None => None,
+    };
+    Ok(Sockets {
+        data,
+        admin,
+        upgrade,
+        inherited,
+        dropped,
+    })
+}
+
+/// Binds a Unix socket only its owner can connect to.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = listener::bind_unix(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn serve(gateway: Arc<Gateway>, path: Option<PathBuf>, upgrade: bool) -> Result<(), String> {
+    let snapshot = gateway.snapshot();
+    let config = &snapshot.config;
+    let sockets = open_sockets(config, upgrade).await?;
+    for addr in sockets.data.local_addrs() {
         tracing::info!(%addr, "listening");
     }
-    for (path, _) in &listeners.unix {
+    for (path, _) in &sockets.data.unix {
         tracing::info!(path = %path.display(), "listening on unix socket");
     }
     tracing::info!(config = %config.source, version = env!("CARGO_PKG_VERSION"), "sluice started");
 
-    let (reloader, requests) = reload::channel();
+    let (reloader, reloads) = reload::channel();
     let load: Loader = {
         let path = path.clone();
         Box::new(move || load(path.as_deref()))
@@ -110,12 +177,18 @@ async fn serve(gateway: Arc<Gateway>, path: Option<PathBuf>) -> Result<(), Strin
         tokio::spawn(watch_file(path, reloader.clone()));
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    if let Some(listener) = admin {
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let mut admin_copy = None;
+    if let Some(listener) = sockets.admin {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "admin listening");
+            admin_copy = listener
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .map(|fd| (addr, fd));
         }
-        let mut stop = stop_rx.clone();
+        let mut stop = admin_stopped.clone();
         let gw = Arc::clone(&gateway);
         let reloader = reloader.clone();
         tokio::spawn(async move {
@@ -128,10 +201,67 @@ async fn serve(gateway: Arc<Gateway>, path: Option<PathBuf>) -> Result<(), Strin
         });
     }
     drop(reloader);
-    let drained = sluice_proxy::serve(gateway, listeners, shutdown_signal(), requests, load).await;
-    let _ = stop_tx.send(true);
+
+    let (handoff_tx, handoffs) = mpsc::channel(1);
+    let upgrade_path = sockets.upgrade.as_ref().map(|(path, _)| path.clone());
+    let offered = match sockets.upgrade {
+        Some((path, listener)) => {
+            let offer = upgrade::Offer {
+                listener,
+                path,
+                admin: admin_copy,
+                handoffs: handoff_tx,
+            };
+            tokio::spawn(upgrade::offer(offer))
+        }
+        None => tokio::spawn(std::future::pending()),
+    };
+    let (started, ready) = oneshot::channel();
+    if let Some(inherited) = sockets.inherited {
+        tokio::spawn(tell_ready(inherited, ready, sockets.dropped));
+    }
+    let shutdown = async {
+        let why = tokio::select! {
+            () = shutdown_signal() => Stop::Signal,
+            Ok(()) = offered => Stop::Upgraded,
+        };
+        // The new process answers admin requests from now on.
+        let _ = stop_admin.send(true);
+        why
+    };
+    let control = Control {
+        reloads,
+        load,
+        handoffs,
+        started: Some(started),
+    };
+    let (why, drained) = sluice_proxy::serve(gateway, sockets.data, shutdown, control).await;
+    // The upgrade socket of a process that handed over belongs to the new one now.
+    if let Some(path) = upgrade_path.filter(|_| why == Stop::Signal) {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!(drained, "sluice stopped");
     Ok(())
+}
+
+/// Once this process accepts, tells the one it took over from, which then drains.
+async fn tell_ready(inherited: Inherited, started: oneshot::Receiver<()>, dropped: Vec<ListenKey>) {
+    if started.await.is_err() {
+        return;
+    }
+    match inherited.ready().await {
+        Ok(pid) => tracing::info!(
+            pid,
+            "took the listening sockets over; the previous process drains and exits"
+        ),
+        Err(e) => tracing::warn!("the previous process did not confirm the upgrade: {e}"),
+    }
+    for key in dropped {
+        tracing::info!(listener = %key, "not listening any more: not in the configuration");
+        if let ListenKey::Unix(path) = key {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -170,7 +170,26 @@ fn server(c: &mut Checker, s: &raw::ServerConfig) -> Server {
             addrs
         }
     };
-    let unix = s.unix.iter().map(|p| PathBuf::from(p.get_ref())).collect();
+    let unix: Vec<PathBuf> = s.unix.iter().map(|p| PathBuf::from(p.get_ref())).collect();
+    let upgrade_socket = s.upgrade_socket.as_ref().and_then(|p| {
+        let path = PathBuf::from(p.get_ref());
+        let problem = if p.get_ref().is_empty() {
+            Some("must not be empty; leave the key out to turn upgrades off")
+        } else if p.get_ref().contains('\n') {
+            Some("must not contain a line break")
+        } else if unix.contains(&path) {
+            Some("must differ from every server.unix path")
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => {
+                c.fail(p.span(), "server.upgrade_socket", message);
+                None
+            }
+            None => Some(path),
+        }
+    });
     let threads = c.count(&s.threads, "server.threads", 0, 0);
     let shutdown_grace = c.duration(
         &s.shutdown_grace,
@@ -212,6 +231,7 @@ fn server(c: &mut Checker, s: &raw::ServerConfig) -> Server {
         shutdown_grace,
         access_log: s.access_log.unwrap_or(true),
         watch_config: s.watch_config.unwrap_or(true),
+        upgrade_socket,
         limits,
     }
 }

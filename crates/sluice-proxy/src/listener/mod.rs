@@ -11,8 +11,9 @@ use sluice_config::Server;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -48,6 +49,45 @@ impl Listeners {
     /// Binds every `server.listen` address and `server.unix` path.
     pub fn bind(server: &Server) -> io::Result<Listeners> {
         Listeners::bind_missing(server, &[])
+    }
+
+    /// Takes over the sockets in `inherited` (handed over by the process being upgraded)
+    /// whose address `server` still lists, and binds the others. The inherited sockets
+    /// used are removed from `inherited`; the rest are left for the caller.
+    pub fn adopt(
+        server: &Server,
+        inherited: &mut Vec<(ListenKey, OwnedFd)>,
+    ) -> io::Result<Listeners> {
+        let mut adopted = Listeners::default();
+        let mut keys = Vec::new();
+        for addr in &server.listen {
+            let key = ListenKey::Tcp(*addr);
+            if let Some(fd) = take(inherited, &key) {
+                adopted.tcp.push((
+                    *addr,
+                    tcp_from_fd(fd).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot take over {key}: {e}"))
+                    })?,
+                ));
+                keys.push(key);
+            }
+        }
+        for path in &server.unix {
+            let key = ListenKey::Unix(path.clone());
+            if let Some(fd) = take(inherited, &key) {
+                adopted.unix.push((
+                    path.clone(),
+                    unix_from_fd(fd).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot take over {key}: {e}"))
+                    })?,
+                ));
+                keys.push(key);
+            }
+        }
+        let bound = Listeners::bind_missing(server, &keys)?;
+        adopted.tcp.extend(bound.tcp);
+        adopted.unix.extend(bound.unix);
+        Ok(adopted)
     }
 
     /// Binds the addresses and paths of `server` that are not in `skip`.
@@ -89,6 +129,28 @@ impl Listeners {
     }
 }
 
+/// Removes the first socket listed under `key`.
+fn take(inherited: &mut Vec<(ListenKey, OwnedFd)>, key: &ListenKey) -> Option<OwnedFd> {
+    let at = inherited.iter().position(|(k, _)| k == key)?;
+    Some(inherited.remove(at).1)
+}
+
+/// A listening TCP socket received from another process.
+pub fn tcp_from_fd(fd: OwnedFd) -> io::Result<TcpListener> {
+    let listener = std::net::TcpListener::from(fd);
+    listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// A listening Unix socket received from another process.
+pub fn unix_from_fd(fd: OwnedFd) -> io::Result<UnixListener> {
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -103,7 +165,7 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Binds a Unix socket, replacing a stale socket file that nobody listens on.
-fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     if path.exists() {
         match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => {
@@ -119,11 +181,20 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// One running accept loop.
-#[derive(Debug)]
 struct Running {
     key: ListenKey,
+    /// The listening socket, shared with its accept loop, to hand over on upgrade.
+    socket: Arc<dyn AsFd + Send + Sync>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The accept loops of the data plane. Each listener has its own, so a reload can add
@@ -133,6 +204,9 @@ pub struct AcceptLoops {
     running: Vec<Running>,
     gateway: Arc<Gateway>,
     shutdown: ShutdownWatch,
+    /// Set once the sockets belong to a new process: stopping then leaves the Unix
+    /// socket files in place for it.
+    handed_over: Arc<AtomicBool>,
 }
 
 impl AcceptLoops {
@@ -143,6 +217,7 @@ impl AcceptLoops {
             running: Vec::new(),
             gateway,
             shutdown,
+            handed_over: Arc::new(AtomicBool::new(false)),
         };
         loops.spawn(listeners);
         loops
@@ -153,14 +228,18 @@ impl AcceptLoops {
             self.spawn_one(ListenKey::Tcp(addr), listener, || {});
         }
         for (path, listener) in listeners.unix {
-            // A stopped Unix listener takes its socket file with it.
+            // A stopped Unix listener takes its socket file with it, unless a new
+            // process listens on it now.
+            let handed_over = Arc::clone(&self.handed_over);
             self.spawn_one(ListenKey::Unix(path.clone()), listener, move || {
-                let _ = std::fs::remove_file(&path);
+                if !handed_over.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&path);
+                }
             });
         }
     }
 
-    fn spawn_one<A: Acceptor>(
+    fn spawn_one<A: Acceptor + AsFd + Sync>(
         &mut self,
         key: ListenKey,
         listener: A,
@@ -169,11 +248,31 @@ impl AcceptLoops {
         let (stop, own) = watch::channel(false);
         let gateway = Arc::clone(&self.gateway);
         let shutdown = self.shutdown.clone();
+        let listener = Arc::new(listener);
+        let socket: Arc<dyn AsFd + Send + Sync> = listener.clone();
         let task = tokio::spawn(async move {
-            run_accept_loop(listener, gateway, shutdown, own).await;
+            run_accept_loop(&*listener, gateway, shutdown, own).await;
             on_end();
         });
-        self.running.push(Running { key, stop, task });
+        self.running.push(Running {
+            key,
+            socket,
+            stop,
+            task,
+        });
+    }
+
+    /// A copy of every listening socket, to pass to the process taking over.
+    pub fn sockets(&self) -> io::Result<Vec<(ListenKey, OwnedFd)>> {
+        self.running
+            .iter()
+            .map(|r| Ok((r.key.clone(), r.socket.as_fd().try_clone_to_owned()?)))
+            .collect()
+    }
+
+    /// From now on, stopping leaves Unix socket files for the process that took them over.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
     }
 
     /// Binds what `server` lists and is not listening yet. Nothing changes on error.
@@ -241,7 +340,7 @@ impl Acceptor for UnixListener {
 }
 
 async fn run_accept_loop<A: Acceptor>(
-    listener: A,
+    listener: &A,
     gateway: Arc<Gateway>,
     shutdown: ShutdownWatch,
     mut own: watch::Receiver<bool>,

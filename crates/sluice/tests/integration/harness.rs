@@ -57,6 +57,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub dir: PathBuf,
     pub config_path: PathBuf,
+    /// The process's log, in `dir`.
+    pub log_name: String,
 }
 
 impl Gateway {
@@ -81,20 +83,29 @@ impl Gateway {
         let config = config_text(port, admin_port, server_lines, body);
         let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let log = std::fs::File::create(dir.join("sluice.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--log-format", "json", "-c"])
-            .arg(&config_path)
-            .stdout(Stdio::from(log.try_clone().expect("log clone")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn sluice");
+        let log_name = "sluice.log".to_string();
+        let child = run_sluice(&dir, &config_path, &log_name, &[]);
         Gateway {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             dir,
             config_path,
+            log_name,
+        }
+    }
+
+    /// Starts `sluice run --upgrade` on this gateway's configuration file, logging to
+    /// `log_name`; it takes the listening sockets over from this process.
+    pub fn upgrade(&self, log_name: &str) -> Gateway {
+        let child = run_sluice(&self.dir, &self.config_path, log_name, &["--upgrade"]);
+        Gateway {
+            child: Some(child),
+            addr: self.addr,
+            admin: self.admin,
+            dir: self.dir.clone(),
+            config_path: self.config_path.clone(),
+            log_name: log_name.to_string(),
         }
     }
 
@@ -146,7 +157,7 @@ impl Gateway {
 
     /// Everything the gateway logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("sluice.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(&self.log_name)).unwrap_or_default()
     }
 
     /// Sends a signal to the gateway process (e.g. "TERM").
@@ -166,6 +177,19 @@ impl Gateway {
             .await
             .expect("join")
     }
+}
+
+/// Spawns `sluice run` on `config` with JSON logs to `dir/log_name`.
+fn run_sluice(dir: &Path, config: &Path, log_name: &str, extra: &[&str]) -> Child {
+    let log = std::fs::File::create(dir.join(log_name)).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--log-format", "json", "-c"])
+        .arg(config)
+        .args(extra)
+        .stdout(Stdio::from(log.try_clone().expect("log clone")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn sluice")
 }
 
 impl Drop for Gateway {

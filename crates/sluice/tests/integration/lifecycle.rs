@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 /// Waits (bounded) for the gateway process to exit and returns its exit code.
-async fn exit_code(gw: &mut Gateway) -> Option<i32> {
+pub(crate) async fn exit_code(gw: &mut Gateway) -> Option<i32> {
     for _ in 0..600 {
         let child = gw.child.as_mut().expect("the gateway is running");
         if let Some(status) = child.try_wait().expect("poll the gateway process") {

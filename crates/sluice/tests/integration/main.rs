@@ -17,3 +17,4 @@ mod overload;
 mod reload;
 mod resilience;
 mod retries;
+mod upgrade;
