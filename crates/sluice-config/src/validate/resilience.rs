@@ -295,8 +295,8 @@ pub(super) fn retries(c: &mut Checker, cfg: &raw::RetriesConfig, key: &str) -> R
         on,
         backoff,
         max_backoff,
-        budget_percent: c.percent(&cfg.budget_percent, &format!("{key}.budget_percent"), 20),
-        min_retries: u32::try_from(c.count(&cfg.min_retries, &format!("{key}.min_retries"), 3, 0))
+        budget_percent: c.percent(&cfg.budget_percent, &format!("{key}.budget_percent"), 50),
+        min_retries: u32::try_from(c.count(&cfg.min_retries, &format!("{key}.min_retries"), 10, 0))
             .unwrap_or(u32::MAX),
         buffer: c.size(&cfg.buffer, &format!("{key}.buffer"), 64 * 1024),
         all_methods: cfg.all_methods.unwrap_or(false),
