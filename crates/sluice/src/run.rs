@@ -225,8 +225,10 @@ async fn serve(gateway: Arc<Gateway>, path: Option<PathBuf>, upgrade: bool) -> R
             () = shutdown_signal() => Stop::Signal,
             Ok(()) = offered => Stop::Upgraded,
         };
-        // The new process answers admin requests from now on.
-        let _ = stop_admin.send(true);
+        if why == Stop::Upgraded {
+            // The new process answers admin requests from now on.
+            let _ = stop_admin.send(true);
+        }
         why
     };
     let control = Control {
@@ -236,6 +238,7 @@ async fn serve(gateway: Arc<Gateway>, path: Option<PathBuf>, upgrade: bool) -> R
         started: Some(started),
     };
     let (why, drained) = sluice_proxy::serve(gateway, sockets.data, shutdown, control).await;
+    let _ = stop_admin.send(true);
     // The upgrade socket of a process that handed over belongs to the new one now.
     if let Some(path) = upgrade_path.filter(|_| why == Stop::Signal) {
         let _ = std::fs::remove_file(path);

@@ -14,11 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::Limits;
 use sniff::{sniff, Protocol};
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// The HTTP server settings every connection of a listener uses.
 #[derive(Debug)]
@@ -76,9 +76,17 @@ pub async fn serve_connection<S>(
 {
     let mut stop = shutdown.signal.clone();
     let first_bytes = tokio::time::timeout(http.first_bytes_timeout, sniff(stream));
+    tokio::pin!(first_bytes);
+    // A connection accepted before the shutdown gets its first request served (its
+    // client may have sent it already); one that stays silent is closed soon after.
     let sniffed = tokio::select! {
-        sniffed = first_bytes => sniffed,
-        () = stopped(&mut stop) => return,
+        sniffed = &mut first_bytes => sniffed,
+        () = stopped(&mut stop) => {
+            match tokio::time::timeout(LINGER, &mut first_bytes).await {
+                Ok(sniffed) => sniffed,
+                Err(_) => return,
+            }
+        }
     };
     let sniffed = match sniffed {
         Ok(Ok(Some(sniffed))) => sniffed,
@@ -91,19 +99,26 @@ pub async fn serve_connection<S>(
         }
     };
     let conn = Arc::new(conn);
-    let service =
-        service_fn(move |request| handle(Arc::clone(&gateway), Arc::clone(&conn), request));
+    let first_request = Arc::new(Notify::new());
+    let arrived = Arc::clone(&first_request);
+    let service = service_fn(move |request| {
+        arrived.notify_one();
+        handle(Arc::clone(&gateway), Arc::clone(&conn), request)
+    });
     let result = match sniffed {
         (Protocol::Http1, io) => {
             let connection = http.http1.serve_connection(TokioIo::new(io), service);
-            drive(connection.with_upgrades(), shutdown, |c| {
+            drive(connection.with_upgrades(), shutdown, &first_request, |c| {
                 c.graceful_shutdown()
             })
             .await
         }
         (Protocol::Http2, io) => {
             let connection = http.http2.serve_connection(TokioIo::new(io), service);
-            drive(connection, shutdown, |c| c.graceful_shutdown()).await
+            drive(connection, shutdown, &first_request, |c| {
+                c.graceful_shutdown()
+            })
+            .await
         }
     };
     if let Err(e) = result {
@@ -111,25 +126,43 @@ pub async fn serve_connection<S>(
     }
 }
 
+/// How long a connection accepted just before a shutdown may take to send its first
+/// request before it is closed unanswered.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Runs a connection to its end; on shutdown, lets it finish its requests in flight
-/// (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY) and close.
+/// (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY) and close. A connection that has not
+/// started a request yet is given [`LINGER`] for its first one, which is then answered:
+/// a client that connected while the listener was accepting is never left unanswered.
 /// `graceful` is the connection type's own `graceful_shutdown`.
 async fn drive<C>(
     connection: C,
     mut shutdown: ShutdownWatch,
+    first_request: &Notify,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> hyper::Result<()>
 where
     C: Future<Output = hyper::Result<()>>,
 {
     tokio::pin!(connection);
+    let mut started = pin!(first_request.notified());
     tokio::select! {
-        result = connection.as_mut() => result,
+        result = connection.as_mut() => return result,
+        () = &mut started => {}
         () = stopped(&mut shutdown.signal) => {
-            graceful(connection.as_mut());
-            connection.await
+            tokio::select! {
+                result = connection.as_mut() => return result,
+                () = &mut started => {}
+                () = tokio::time::sleep(LINGER) => {}
+            }
         }
     }
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = stopped(&mut shutdown.signal) => {}
+    }
+    graceful(connection.as_mut());
+    connection.await
 }
 
 /// Completes once the gateway is shutting down (or the signal's sender is gone).
