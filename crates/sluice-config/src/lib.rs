@@ -7,6 +7,7 @@
 mod diff;
 mod error;
 mod keypath;
+mod middleware;
 pub mod raw;
 mod runtime;
 mod units;
@@ -14,6 +15,7 @@ mod validate;
 
 pub use diff::restart_only_changes;
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use middleware::*;
 pub use runtime::*;
 pub use units::{parse_duration, parse_size};
 

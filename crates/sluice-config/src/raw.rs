@@ -18,6 +18,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub clusters: BTreeMap<Spanned<String>, ClusterConfig>,
     #[serde(default)]
+    pub middleware: BTreeMap<Spanned<String>, Spanned<MiddlewareConfig>>,
+    #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
 }
 
@@ -33,6 +35,8 @@ pub struct ServerConfig {
     pub access_log: Option<bool>,
     pub watch_config: Option<bool>,
     pub upgrade_socket: Option<Spanned<String>>,
+    pub middleware: Option<Vec<Spanned<String>>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub limits: LimitsConfig,
 }
@@ -233,6 +237,7 @@ pub struct RouteConfig {
     pub max_body_size: Option<Spanned<SizeValue>>,
     pub max_requests: Option<Spanned<i64>>,
     pub retries: Option<Spanned<RetriesConfig>>,
+    pub middleware: Option<Vec<Spanned<String>>>,
 }
 
 /// `retries = { attempts, on, backoff, ... }` on a route.
@@ -258,4 +263,48 @@ pub struct RespondConfig {
     pub body: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+/// `[middleware.NAME]`: one middleware. The keys of every type are listed here; validation
+/// rejects the ones that do not belong to the block's `type`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MiddlewareConfig {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    // ip
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
+    // headers
+    pub request: Option<Spanned<HeaderOpsConfig>>,
+    pub response: Option<Spanned<HeaderOpsConfig>>,
+    // cors
+    pub allow_origins: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_methods: Option<Vec<Spanned<String>>>,
+    pub allow_headers: Option<Vec<Spanned<String>>>,
+    pub expose_headers: Option<Vec<Spanned<String>>>,
+    pub allow_credentials: Option<Spanned<bool>>,
+    pub max_age: Option<Spanned<String>>,
+    // api_key
+    pub key_from: Option<Vec<Spanned<String>>>,
+    pub consumers: Option<Spanned<BTreeMap<String, Vec<Spanned<String>>>>>,
+    pub consumer_header: Option<Spanned<String>>,
+    pub hide_credentials: Option<Spanned<bool>>,
+    // rate_limit
+    pub algorithm: Option<Spanned<String>>,
+    pub rate: Option<Spanned<i64>>,
+    pub per: Option<Spanned<String>>,
+    pub burst: Option<Spanned<i64>>,
+    pub key: Option<Spanned<String>>,
+    pub store: Option<Spanned<String>>,
+    pub on_store_error: Option<Spanned<String>>,
+}
+
+/// `request = { add, set, remove }` or `response = ...` in a `headers` middleware.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOpsConfig {
+    pub add: Option<BTreeMap<String, Spanned<String>>>,
+    pub set: Option<BTreeMap<String, Spanned<String>>>,
+    pub remove: Option<Vec<Spanned<String>>>,
 }

@@ -1,6 +1,7 @@
 //! The validated, immutable configuration the data path runs on. Built once per load or
 //! reload; nothing here is a serde type.
 
+use crate::middleware::{Cidr, Middleware};
 use crate::Location;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ pub struct Config {
     pub admin: Admin,
     /// Clusters, sorted by name; routes refer to them by index.
     pub clusters: Vec<Cluster>,
+    /// Middleware, sorted by name; the server and routes refer to them by index.
+    pub middleware: Vec<Middleware>,
     /// Routes in file order.
     pub routes: Vec<Route>,
     /// The file this came from (`<built-in>` for the default).
@@ -33,6 +36,10 @@ pub struct Server {
     pub watch_config: bool,
     /// Where the running process hands its listening sockets to `sluice run --upgrade`.
     pub upgrade_socket: Option<PathBuf>,
+    /// Middleware run on every route, before the route's own.
+    pub middleware: Vec<usize>,
+    /// Peers whose `X-Forwarded-For` is believed when finding the client's address.
+    pub trusted_proxies: Vec<Cidr>,
     pub limits: Limits,
 }
 
@@ -209,6 +216,8 @@ pub struct Route {
     /// Requests in flight on this route at most (503 above).
     pub max_requests: Option<usize>,
     pub retries: Option<Retries>,
+    /// The route's middleware in the order they run: `server.middleware`, then its own.
+    pub middleware: Vec<usize>,
     /// Where the route is defined, for errors found after validation (router conflicts).
     pub location: Location,
 }

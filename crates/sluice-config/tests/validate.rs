@@ -32,7 +32,7 @@ respond = {}
 "#;
     assert_eq!(
         errors(src),
-        ["test.toml:9:2: colour: unknown key `colour`; expected one of: server, admin, clusters, routes"]
+        ["test.toml:9:2: colour: unknown key `colour`; expected one of: server, admin, clusters, middleware, routes"]
     );
 }
 
@@ -69,7 +69,7 @@ cert = "cert.pem"
 "#;
     assert_eq!(
         errors(src),
-        ["test.toml:4:9: server.tls: unknown key `tls`; expected one of: listen, unix, threads, shutdown_grace, access_log, watch_config, upgrade_socket, limits"]
+        ["test.toml:4:9: server.tls: unknown key `tls`; expected one of: listen, unix, threads, shutdown_grace, access_log, watch_config, upgrade_socket, middleware, trusted_proxies, limits"]
     );
 }
 

@@ -61,6 +61,8 @@ pub struct RequestRecord {
     pub path: String,
     pub route: Arc<String>,
     pub target: Option<Arc<str>>,
+    /// Who the request came from, when a middleware named them.
+    pub consumer: Option<Arc<str>>,
     pub status: StatusCode,
     pub request_id: http::HeaderValue,
     pub bytes: u64,
@@ -134,6 +136,7 @@ impl RequestRecord {
                 route = %self.route,
                 status = self.status.as_u16(),
                 upstream = self.target.as_deref().unwrap_or("-"),
+                consumer = self.consumer.as_deref().unwrap_or("-"),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 bytes = self.bytes,
                 request_id = self.request_id.to_str().unwrap_or(""),

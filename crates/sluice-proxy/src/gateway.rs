@@ -4,6 +4,7 @@
 
 use crate::cluster::Cluster;
 use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TargetCollector};
+use crate::pipeline::Pipelines;
 use crate::protocol::{http_builder, Http};
 use crate::router::Router;
 use arc_swap::ArcSwap;
@@ -20,6 +21,8 @@ pub struct Snapshot {
     pub config: Config,
     pub router: Router,
     pub clusters: Vec<Arc<Cluster>>,
+    /// Each route's middleware.
+    pub pipelines: Pipelines,
     /// Route names as metric labels, by route index.
     pub route_labels: Vec<Arc<String>>,
     /// Requests in flight per route (by route index), for routes' `max_requests`.
@@ -47,6 +50,7 @@ impl Snapshot {
                 Arc::new(Cluster::new(c, old.map(|o| o.as_ref())))
             })
             .collect();
+        let pipelines = Pipelines::build(&config, previous.map(|p| &p.pipelines));
         let route_labels = config
             .routes
             .iter()
@@ -62,6 +66,7 @@ impl Snapshot {
             config,
             router,
             clusters,
+            pipelines,
             route_labels,
             generation,
         })

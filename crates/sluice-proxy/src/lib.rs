@@ -9,6 +9,8 @@ pub mod gateway;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
+pub mod middleware;
+pub mod pipeline;
 pub mod protocol;
 pub mod reload;
 pub mod rescue;

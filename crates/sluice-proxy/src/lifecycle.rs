@@ -7,6 +7,7 @@ use crate::counted::Counted;
 use crate::forward::{forward, Forwarded, Origin, Outgoing, Payload};
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::Metrics;
+use crate::middleware::{self, cors, Context, RequestState};
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
 use crate::upstream::headers::{set_forwarded, set_upgrade, strip_hop_by_hop};
@@ -39,6 +40,8 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 struct Progress {
     route: Option<usize>,
     target: Option<Arc<TargetState>>,
+    /// What the route's middleware learned.
+    state: RequestState,
 }
 
 /// Serves one request. Never fails: every error becomes a problem+json answer.
@@ -95,6 +98,16 @@ pub async fn handle(
         }
     };
 
+    if let Some(index) = progress.route {
+        let pipeline = &snapshot.pipelines.routes[index];
+        if !pipeline.is_empty() {
+            let cx = Context {
+                route: &snapshot.config.routes[index].name,
+                request_id: &request_id,
+            };
+            pipeline.respond(response.headers_mut(), &progress.state, &cx);
+        }
+    }
     response
         .headers_mut()
         .insert(X_REQUEST_ID, request_id.clone());
@@ -110,6 +123,7 @@ pub async fn handle(
         path: log_path,
         route,
         target: progress.target.map(|t| Arc::clone(&t.name)),
+        consumer: progress.state.consumer.take(),
         status: response.status(),
         request_id: request_id.clone(),
         bytes: 0,
@@ -142,20 +156,58 @@ async fn proxy(
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
+    let pipelines = &snapshot.pipelines;
+    for name in &pipelines.owned_headers {
+        parts.headers.remove(name);
+    }
     let host = request_host(&parts)?;
-    let normal_path = path::normalize(parts.uri.path())?;
+    // Routing reads its own handle on the URI, so middleware may change the request's.
+    let uri = parts.uri.clone();
+    let normal_path = path::normalize(uri.path())?;
     let (index, params) = match snapshot
         .router
         .lookup(host.as_deref(), &parts.method, &normal_path)
     {
         RouteMatch::Found { route, params } => (route, params),
         RouteMatch::MethodNotAllowed { allow } => {
-            return Err(ProxyError::MethodNotAllowed { allow })
+            // A CORS preflight is about the method it names, on a route that answers it.
+            let preflight = cors::is_preflight(&parts)
+                .then(|| cors::requested_method(&parts))
+                .flatten()
+                .map(|m| snapshot.router.lookup(host.as_deref(), &m, &normal_path));
+            match preflight {
+                Some(RouteMatch::Found { route, params })
+                    if pipelines.routes[route].answers_preflight() =>
+                {
+                    (route, params)
+                }
+                _ => return Err(ProxyError::MethodNotAllowed { allow }),
+            }
         }
         RouteMatch::NotFound => return Err(ProxyError::NoRoute(normal_path.into_owned())),
     };
     progress.route = Some(index);
     let route = &snapshot.config.routes[index];
+    let client_ip = conn.peer.map(|p| p.ip());
+    progress.state.client_ip = if snapshot.config.server.trusted_proxies.is_empty() {
+        client_ip
+    } else {
+        middleware::client_ip(
+            client_ip,
+            &parts.headers,
+            &snapshot.config.server.trusted_proxies,
+        )
+    };
+    let pipeline = &pipelines.routes[index];
+    if !pipeline.is_empty() {
+        let cx = Context {
+            route: &route.name,
+            request_id,
+        };
+        if let Some(answer) = pipeline.request(&mut parts, &mut progress.state, &cx)? {
+            return Ok(answer);
+        }
+    }
     let cluster = match &route.action {
         Action::Respond {
             status,
@@ -227,7 +279,7 @@ async fn proxy(
     };
     let origin = Origin {
         normal_path: &normal_path,
-        client_ip: conn.peer.map(|p| p.ip()),
+        client_ip: progress.state.client_ip,
         route_label: &snapshot.route_labels[index],
     };
     let Forwarded {

@@ -2,8 +2,9 @@
 //! `application/problem+json` body carrying the request id.
 
 use crate::body::ResponseBody;
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything that can stop a request before the target's answer reaches the client.
@@ -49,6 +50,19 @@ pub enum ProxyError {
     ClusterOverloaded { cluster: String },
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// No credentials, or credentials that do not check out; `challenge` goes into
+    /// `WWW-Authenticate`.
+    #[error("{detail}")]
+    Unauthorized {
+        challenge: &'static str,
+        detail: &'static str,
+    },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("CORS: {0}")]
+    CorsRejected(String),
+    #[error("rate limit `{limit}` exceeded; retry in {retry_after} s")]
+    RateLimited { limit: Arc<str>, retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -76,6 +90,9 @@ impl ProxyError {
             | ProxyError::CircuitOpen { .. }
             | ProxyError::ClusterOverloaded { .. }
             | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden(_) | ProxyError::CorsRejected(_) => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +119,10 @@ impl ProxyError {
             ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::ClusterOverloaded { .. } => "cluster_overloaded",
             ProxyError::Overloaded(_) => "overloaded",
+            ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::CorsRejected(_) => "cors_rejected",
+            ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -153,6 +174,12 @@ pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
         | ProxyError::ClusterOverloaded { .. }
         | ProxyError::Overloaded(_) => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ProxyError::RateLimited { retry_after, .. } => {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        ProxyError::Unauthorized { challenge, .. } => {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         _ => {}
     }

@@ -152,7 +152,7 @@ pub(super) fn cluster(
 }
 
 /// A table name as it appears in a key path: bare when it can be, quoted otherwise.
-fn key_segment(name: &str) -> String {
+pub(super) fn key_segment(name: &str) -> String {
     let bare = !name.is_empty()
         && name
             .chars()

@@ -3,10 +3,12 @@
 //! beside it.
 
 mod cluster;
+mod middleware;
 mod resilience;
 mod route;
 
 use crate::error::LineIndex;
+use crate::middleware::Middleware;
 use crate::raw::{self, SizeValue};
 use crate::runtime::*;
 use crate::units::{parse_duration, parse_size};
@@ -127,7 +129,13 @@ pub(crate) fn validate(
         file,
         errors: Vec::new(),
     };
-    let server = server(&mut c, &raw.server);
+    let middleware = middleware::all(&mut c, &raw.middleware);
+    let defined: Vec<&str> = raw
+        .middleware
+        .keys()
+        .map(|k| k.get_ref().as_str())
+        .collect();
+    let server = server(&mut c, &raw.server, (&middleware, &defined));
     let admin = admin(&mut c, &raw.admin);
     let clusters: Vec<Cluster> = raw
         .clusters
@@ -135,12 +143,19 @@ pub(crate) fn validate(
         .filter_map(|(name, cfg)| cluster::cluster(&mut c, name, cfg))
         .collect();
     let names: Vec<&str> = raw.clusters.keys().map(|k| k.get_ref().as_str()).collect();
-    let routes = route::routes(&mut c, &raw.routes, &names);
+    let routes = route::routes(
+        &mut c,
+        &raw.routes,
+        &names,
+        (&middleware, &defined),
+        &server.middleware,
+    );
     if c.errors.is_empty() {
         Ok(Config {
             server,
             admin,
             clusters,
+            middleware,
             routes,
             source: file.to_string(),
         })
@@ -150,7 +165,7 @@ pub(crate) fn validate(
     }
 }
 
-fn server(c: &mut Checker, s: &raw::ServerConfig) -> Server {
+fn server(c: &mut Checker, s: &raw::ServerConfig, all: (&[Middleware], &[&str])) -> Server {
     let listen = match &s.listen {
         None => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
         Some(list) => {
@@ -232,6 +247,8 @@ fn server(c: &mut Checker, s: &raw::ServerConfig) -> Server {
         access_log: s.access_log.unwrap_or(true),
         watch_config: s.watch_config.unwrap_or(true),
         upgrade_socket,
+        middleware: middleware::attach(c, &s.middleware, "server.middleware", all, &[]),
+        trusted_proxies: middleware::cidrs(c, &s.trusted_proxies, "server.trusted_proxies"),
         limits,
     }
 }

@@ -2,6 +2,7 @@
 //! checks across routes (duplicate names, same host + method + path).
 
 use super::Checker;
+use crate::middleware::Middleware;
 use crate::raw;
 use crate::runtime::*;
 use crate::Location;
@@ -14,6 +15,8 @@ pub(super) fn routes(
     c: &mut Checker,
     raw: &[Spanned<raw::RouteConfig>],
     clusters: &[&str],
+    middleware: (&[Middleware], &[&str]),
+    server_middleware: &[usize],
 ) -> Vec<Route> {
     let mut seen_names: BTreeMap<String, Location> = BTreeMap::new();
     let mut out: Vec<Route> = Vec::new();
@@ -22,7 +25,17 @@ pub(super) fn routes(
         let key = format!("routes[{i}]");
         let location = c.at(&r.span());
         let before = c.errors.len();
-        let route = route(c, r.get_ref(), &key, location, clusters);
+        let attached = super::middleware::attach(
+            c,
+            &r.get_ref().middleware,
+            &format!("{key}.middleware"),
+            middleware,
+            server_middleware,
+        );
+        let route = route(c, r.get_ref(), &key, location, clusters).map(|mut route| {
+            route.middleware = attached;
+            route
+        });
         // Names are checked even when the route has other problems, so that every
         // duplicate is reported in one run.
         if let Some(name) = r.get_ref().name.as_ref() {
@@ -234,6 +247,7 @@ fn route(
         max_body_size,
         max_requests,
         retries,
+        middleware: Vec::new(),
         location,
     })
 }

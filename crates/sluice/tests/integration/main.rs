@@ -13,6 +13,7 @@ mod errors;
 mod h2_hardening;
 mod hardening;
 mod lifecycle;
+mod middleware;
 mod overload;
 mod reload;
 mod resilience;
