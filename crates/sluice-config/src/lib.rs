@@ -9,6 +9,7 @@ mod error;
 mod keypath;
 mod middleware;
 pub mod raw;
+mod redis;
 mod runtime;
 mod units;
 mod validate;
@@ -16,6 +17,7 @@ mod validate;
 pub use diff::restart_only_changes;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use middleware::*;
+pub use redis::*;
 pub use runtime::*;
 pub use units::{parse_duration, parse_size};
 

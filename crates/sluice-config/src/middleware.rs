@@ -349,11 +349,16 @@ pub enum LimitKey {
     Route,
 }
 
+/// Where a rate limit keeps its counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
+    /// In the gateway process: each node counts alone.
     Memory,
+    /// In the `[redis]` server: every node counts together.
+    Redis,
 }
 
+/// What a limit does with a request when its store cannot answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnStoreError {
     Allow,

@@ -21,6 +21,7 @@ pub struct ConfigFile {
     pub middleware: BTreeMap<Spanned<String>, Spanned<MiddlewareConfig>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
+    pub redis: Option<Spanned<RedisConfig>>,
 }
 
 /// `[server]`: the data-plane listeners.
@@ -90,6 +91,14 @@ impl<'de> Deserialize<'de> for SizeValue {
 pub struct AdminConfig {
     pub listen: Option<Spanned<String>>,
     pub enabled: Option<bool>,
+}
+
+/// `[redis]`: the Redis server shared by every gateway node (rate-limit counts).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[clusters.NAME]`: a set of targets and how to balance over them.

@@ -19,6 +19,8 @@ pub struct Config {
     pub middleware: Vec<Middleware>,
     /// Routes in file order.
     pub routes: Vec<Route>,
+    /// `[redis]`, for rate limits with `store = "redis"`.
+    pub redis: Option<crate::redis::Redis>,
     /// The file this came from (`<built-in>` for the default).
     pub source: String,
 }

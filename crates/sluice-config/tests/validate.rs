@@ -32,7 +32,7 @@ respond = {}
 "#;
     assert_eq!(
         errors(src),
-        ["test.toml:9:2: colour: unknown key `colour`; expected one of: server, admin, clusters, middleware, routes"]
+        ["test.toml:9:2: colour: unknown key `colour`; expected one of: server, admin, clusters, middleware, routes, redis"]
     );
 }
 

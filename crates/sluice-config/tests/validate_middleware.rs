@@ -3,7 +3,8 @@
 mod common;
 
 use common::{config, errors};
-use sluice_config::{Algorithm, LimitKey, MiddlewareKind, OriginPattern};
+use sluice_config::{Algorithm, LimitKey, MiddlewareKind, OnStoreError, OriginPattern, Store};
+use std::time::Duration;
 
 #[test]
 fn every_block_is_checked_with_its_key() {
@@ -60,7 +61,7 @@ middleware = ["b", "g"]
             "test.toml:24:40: middleware.e.request.set.content-length: `content-length` belongs to the connection's framing and cannot be changed",
             "test.toml:24:53: middleware.e.request.set.x-a: unknown placeholder `{who}`; expected client_ip, request_id, route, consumer or claim.NAME",
             "test.toml:27:8: middleware.f.type: unknown middleware type `magic`; expected one of ip, headers, cors, api_key, rate_limit",
-            "test.toml:32:9: middleware.g.store: the redis store is not available in this version; use \"memory\"",
+            "test.toml:32:9: middleware.g.store: the redis store needs a [redis] table with the server's url, like url = \"redis://127.0.0.1:6379\"",
             "test.toml:33:7: middleware.g.key: `claim:sub` counts per JWT claim, which needs a jwt middleware; jwt is not available in this version",
         ]
     );
@@ -175,4 +176,105 @@ fn the_consumer_header_cannot_be_one_clients_need() {
         ),
         ["test.toml:4:19: middleware.k.consumer_header: `x-api-key` is removed from every request the gateway receives, so it cannot also carry keys, hosts, credentials or cookies; pick a header of its own, like x-consumer"]
     );
+}
+
+#[test]
+fn the_redis_table_is_checked_with_its_key() {
+    let src = r#"[redis]
+url = "rediss://cache:6379"
+timeout = "0ms"
+pool = 4
+
+[middleware.shared]
+type = "rate_limit"
+rate = 10
+store = "redis"
+on_store_error = "panic"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:4:1: redis.pool: unknown key `pool`; expected one of: url, timeout"]
+    );
+    let src = r#"[redis]
+url = "rediss://cache:6379"
+timeout = "0ms"
+
+[middleware.shared]
+type = "rate_limit"
+rate = 10
+store = "redis"
+on_store_error = "panic"
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:2:7: redis.url: invalid Redis URL `rediss://cache:6379`: TLS to Redis (rediss://) is not supported in this version; use redis://",
+            "test.toml:3:11: redis.timeout: must be longer than 0",
+            "test.toml:9:18: middleware.shared.on_store_error: unknown value `panic`; expected allow or deny",
+        ]
+    );
+    assert_eq!(
+        errors("[redis]\ntimeout = \"1s\"\n"),
+        ["test.toml:1:1: redis: a [redis] table needs `url`, like url = \"redis://127.0.0.1:6379\""]
+    );
+    assert_eq!(
+        errors("[redis]\nurl = \"redis://:hunter22@cache:99999/0\"\ntimeout = \"fast\"\n"),
+        [
+            "test.toml:2:7: redis.url: invalid Redis URL `redis://:***@cache:99999/0`: the port must be a number from 1 to 65535",
+            "test.toml:3:11: redis.timeout: invalid duration `fast`: expected a number and a unit, like \"250ms\", \"30s\" or \"5m\"",
+        ]
+    );
+    assert_eq!(
+        errors("[redis]\nurl = \"${SLUICE_TEST_UNSET_REDIS_URL}\"\n"),
+        ["test.toml:2:7: redis.url: environment variable `SLUICE_TEST_UNSET_REDIS_URL` is not set"]
+    );
+    assert_eq!(
+        errors("[middleware.m]\ntype = \"rate_limit\"\nrate = 1\nstore = \"etcd\"\n"),
+        ["test.toml:4:9: middleware.m.store: unknown store `etcd`; expected memory or redis"]
+    );
+}
+
+#[test]
+fn a_redis_backed_limit_keeps_its_settings_and_the_redis_table_its_defaults() {
+    let c = config(
+        r#"[redis]
+url = "redis://127.0.0.1:6380/3"
+
+[middleware.shared]
+type = "rate_limit"
+rate = 100
+per = "1m"
+store = "redis"
+on_store_error = "deny"
+
+[middleware.local]
+type = "rate_limit"
+rate = 5
+"#,
+    );
+    let redis = c.redis.as_ref().expect("[redis]");
+    assert_eq!(redis.url, "redis://127.0.0.1:6380/3");
+    assert_eq!(redis.timeout, Duration::from_millis(50));
+    let limit = |name: &str| match &c
+        .middleware
+        .iter()
+        .find(|m| m.name == name)
+        .expect(name)
+        .kind
+    {
+        MiddlewareKind::RateLimit(l) => l.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (limit("shared").store, limit("shared").on_store_error),
+        (Store::Redis, OnStoreError::Deny)
+    );
+    assert_eq!(
+        (limit("local").store, limit("local").on_store_error),
+        (Store::Memory, OnStoreError::Allow)
+    );
+    let c = config("[redis]\nurl = \"redis://cache\"\ntimeout = \"250ms\"\n");
+    let redis = c.redis.as_ref().expect("[redis]");
+    assert_eq!(redis.timeout, Duration::from_millis(250));
+    assert!(config("").redis.is_none());
 }

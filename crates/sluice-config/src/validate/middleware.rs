@@ -12,14 +12,17 @@ use toml::Spanned;
 
 const TYPES: &str = "ip, headers, cors, api_key, rate_limit";
 
+/// Checks every block; `has_redis` tells whether a `[redis]` table is there for limits
+/// with `store = "redis"`.
 pub(super) fn all(
     c: &mut Checker,
     raw: &BTreeMap<Spanned<String>, Spanned<MiddlewareConfig>>,
+    has_redis: bool,
 ) -> Vec<Middleware> {
     raw.iter()
         .filter_map(|(name, cfg)| {
             let key = format!("middleware.{}", super::cluster::key_segment(name.get_ref()));
-            let kind = one(c, cfg, &key)?;
+            let kind = one(c, cfg, &key, has_redis)?;
             Some(Middleware {
                 name: name.get_ref().clone(),
                 kind,
@@ -64,7 +67,12 @@ fn keys_set(m: &MiddlewareConfig) -> Vec<(&'static str, Option<Range<usize>>)> {
     .collect()
 }
 
-fn one(c: &mut Checker, cfg: &Spanned<MiddlewareConfig>, key: &str) -> Option<MiddlewareKind> {
+fn one(
+    c: &mut Checker,
+    cfg: &Spanned<MiddlewareConfig>,
+    key: &str,
+    has_redis: bool,
+) -> Option<MiddlewareKind> {
     let m = cfg.get_ref();
     let Some(kind) = &m.kind else {
         c.fail(
@@ -131,7 +139,7 @@ fn one(c: &mut Checker, cfg: &Spanned<MiddlewareConfig>, key: &str) -> Option<Mi
         })),
         "cors" => cors(c, m, cfg.span(), key).map(MiddlewareKind::Cors),
         "api_key" => api_key(c, m, cfg.span(), key).map(MiddlewareKind::ApiKey),
-        _ => rate_limit(c, m, cfg.span(), key).map(MiddlewareKind::RateLimit),
+        _ => rate_limit(c, m, cfg.span(), key, has_redis).map(MiddlewareKind::RateLimit),
     };
     built.filter(|_| c.errors.len() == before)
 }
@@ -317,7 +325,7 @@ fn cors(c: &mut Checker, m: &MiddlewareConfig, span: Range<usize>, key: &str) ->
 }
 
 /// `${NAME}` reads the environment variable NAME; anything else is the value itself.
-fn secret(text: &str) -> Result<String, String> {
+pub(super) fn secret(text: &str) -> Result<String, String> {
     match text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) {
         Some(var) => {
             std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
@@ -466,6 +474,7 @@ fn rate_limit(
     m: &MiddlewareConfig,
     span: Range<usize>,
     key: &str,
+    has_redis: bool,
 ) -> Option<RateLimit> {
     let algorithm = match m.algorithm.as_ref().map(|a| (a, a.get_ref().as_str())) {
         None | Some((_, "token_bucket")) => Algorithm::TokenBucket,
@@ -518,18 +527,20 @@ fn rate_limit(
     let store = match m.store.as_ref().map(|s| (s, s.get_ref().as_str())) {
         None | Some((_, "memory")) => Store::Memory,
         Some((s, "redis")) => {
-            c.fail(
-                s.span(),
-                &format!("{key}.store"),
-                "the redis store is not available in this version; use \"memory\"",
-            );
-            Store::Memory
+            if !has_redis {
+                c.fail(
+                    s.span(),
+                    &format!("{key}.store"),
+                    "the redis store needs a [redis] table with the server's url, like url = \"redis://127.0.0.1:6379\"",
+                );
+            }
+            Store::Redis
         }
         Some((s, other)) => {
             c.fail(
                 s.span(),
                 &format!("{key}.store"),
-                format!("unknown store `{other}`; expected memory"),
+                format!("unknown store `{other}`; expected memory or redis"),
             );
             Store::Memory
         }

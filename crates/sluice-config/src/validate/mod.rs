@@ -4,6 +4,7 @@
 
 mod cluster;
 mod middleware;
+mod redis;
 mod resilience;
 mod route;
 
@@ -129,7 +130,7 @@ pub(crate) fn validate(
         file,
         errors: Vec::new(),
     };
-    let middleware = middleware::all(&mut c, &raw.middleware);
+    let middleware = middleware::all(&mut c, &raw.middleware, raw.redis.is_some());
     let defined: Vec<&str> = raw
         .middleware
         .keys()
@@ -150,6 +151,7 @@ pub(crate) fn validate(
         (&middleware, &defined),
         &server.middleware,
     );
+    let redis = redis::redis(&mut c, &raw.redis);
     if c.errors.is_empty() {
         Ok(Config {
             server,
@@ -157,6 +159,7 @@ pub(crate) fn validate(
             clusters,
             middleware,
             routes,
+            redis,
             source: file.to_string(),
         })
     } else {
