@@ -4,6 +4,7 @@
 #
 #   bench/run.sh                 # defaults: 5 rounds of 5s runs, 50 connections
 #   ROUNDS=9 PAIRS=9 DURATION=10s CONNS=100 bench/run.sh
+#   SLUICE=/tmp/sluice bench/run.sh   # an already-built binary
 #
 # Shared machines are noisy: each round runs nginx and Sluice back to back (alternating
 # which goes first) and the table reports the median over the rounds.
@@ -36,8 +37,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-cargo build --release -p sluice -q
-SLUICE=target/release/sluice
+# SLUICE=path/to/sluice measures that binary; otherwise the release build of this tree.
+if [ -z "${SLUICE:-}" ]; then
+  cargo build --release -p sluice -q
+  SLUICE=target/release/sluice
+fi
 
 mkdir -p "$work/origin" "$work/proxy"
 cat > "$work/origin/nginx.conf" <<CONF

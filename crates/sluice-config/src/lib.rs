@@ -11,6 +11,7 @@ mod middleware;
 pub mod raw;
 mod redis;
 mod runtime;
+mod tls;
 mod units;
 mod validate;
 
@@ -19,6 +20,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use middleware::*;
 pub use redis::*;
 pub use runtime::*;
+pub use tls::*;
 pub use units::{parse_duration, parse_size};
 
 use std::path::Path;

@@ -38,6 +38,7 @@ pub struct ServerConfig {
     pub upgrade_socket: Option<Spanned<String>>,
     pub middleware: Option<Vec<Spanned<String>>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub tls: Option<Spanned<TlsConfig>>,
     #[serde(default)]
     pub limits: LimitsConfig,
 }
@@ -316,4 +317,27 @@ pub struct HeaderOpsConfig {
     pub add: Option<BTreeMap<String, Spanned<String>>>,
     pub set: Option<BTreeMap<String, Spanned<String>>>,
     pub remove: Option<Vec<Spanned<String>>>,
+}
+
+/// `[server.tls]`: TLS listeners and their certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
+    pub certificates: Option<Spanned<Vec<Spanned<CertificateConfig>>>>,
+    pub min_version: Option<Spanned<String>>,
+    pub alpn: Option<Vec<Spanned<String>>>,
+    pub client_auth: Option<Spanned<String>>,
+    pub client_ca: Option<Spanned<String>>,
+    pub client_subject_header: Option<Spanned<String>>,
+    pub redirect_http: Option<bool>,
+    pub watch_certificates: Option<bool>,
+}
+
+/// One certificate chain and its private key, as PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }

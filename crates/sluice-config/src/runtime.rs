@@ -2,6 +2,7 @@
 //! reload; nothing here is a serde type.
 
 use crate::middleware::{Cidr, Middleware};
+use crate::tls::Tls;
 use crate::Location;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct Server {
     pub middleware: Vec<usize>,
     /// Peers whose `X-Forwarded-For` is believed when finding the client's address.
     pub trusted_proxies: Vec<Cidr>,
+    /// TLS listeners, when `[server.tls]` is present.
+    pub tls: Option<Tls>,
     pub limits: Limits,
 }
 

@@ -64,12 +64,19 @@ fn unknown_table_in_server() {
     let src = r#"[server]
 listen = ["127.0.0.1:8080"]
 
-[server.tls]
+[server.tsl]
 cert = "cert.pem"
 "#;
     assert_eq!(
         errors(src),
-        ["test.toml:4:9: server.tls: unknown key `tls`; expected one of: listen, unix, threads, shutdown_grace, access_log, watch_config, upgrade_socket, middleware, trusted_proxies, limits"]
+        ["test.toml:4:9: server.tsl: unknown key `tsl` (did you mean `tls`?)"]
+    );
+    let src = r#"[server.tls]
+cert = "cert.pem"
+"#;
+    assert_eq!(
+        errors(src),
+        ["test.toml:2:1: server.tls.cert: unknown key `cert`; expected one of: listen, certificates, min_version, alpn, client_auth, client_ca, client_subject_header, redirect_http, watch_certificates"]
     );
 }
 
@@ -598,3 +605,31 @@ test.toml:25:11: routes[1].timeout: invalid duration `10`: missing unit (ms, s, 
 }
 
 // ---- good files --------------------------------------------------------------------
+
+#[test]
+fn tls_settings_are_checked_with_their_keys() {
+    let src = r#"[server.tls]
+listen = ["127.0.0.1:8443"]
+certificates = []
+min_version = "1.1"
+alpn = ["spdy"]
+client_auth = "required"
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:3:16: server.tls.certificates: give at least one certificate",
+            "test.toml:4:15: server.tls.min_version: unknown TLS version `1.1`; expected \"1.2\" or \"1.3\"",
+            "test.toml:5:9: server.tls.alpn[0]: unknown protocol `spdy`; expected \"h2\" or \"http/1.1\"",
+            "test.toml:6:15: server.tls.client_auth: client certificates need `client_ca`, the CA that issues them",
+        ]
+    );
+    assert_eq!(
+        errors("[server.tls]\ncertificates = [{ cert = \"/nonexistent/a.pem\", key = \"/nonexistent/a.key\" }]\n"),
+        [
+            "test.toml:1:1: server.tls: [server.tls] needs `listen`, like listen = [\"0.0.0.0:443\"]",
+            "test.toml:2:26: server.tls.certificates[0].cert: cannot read /nonexistent/a.pem: No such file or directory (os error 2)",
+            "test.toml:2:54: server.tls.certificates[0].key: cannot read /nonexistent/a.key: No such file or directory (os error 2)",
+        ]
+    );
+}

@@ -78,10 +78,13 @@ pub async fn forward(
     // The retry in flight, counted against the cluster's budget until the next try ends.
     let mut _budget: Option<Counted> = None;
     let mut attempt = 0u32;
+    // Held while this request waits for its next try.
+    let mut _waiting: Option<crate::counted::Counted> = None;
     loop {
         attempt += 1;
         let last_possible = kept.is_none() || policy.is_none_or(|p| attempt >= p.attempts);
         let (index, mut pick) = pick(cluster, &out, origin, &tried)?;
+        _waiting = None;
         if !last_possible {
             tried.push(index);
         }
@@ -150,6 +153,7 @@ pub async fn forward(
             .inc();
         drop(result);
         drop(pick);
+        _waiting = cluster.between_tries();
         _budget = Some(token);
         tokio::time::sleep(wait).await;
     }

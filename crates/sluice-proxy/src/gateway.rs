@@ -3,6 +3,7 @@
 //! admin listener reports.
 
 use crate::cluster::Cluster;
+use crate::listener::tls::TlsState;
 use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TargetCollector};
 use crate::pipeline::Pipelines;
 use crate::protocol::{http_builder, Http};
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<Cluster>>,
     /// Each route's middleware.
     pub pipelines: Pipelines,
+    /// The TLS listeners' acceptor and certificates, with `[server.tls]`.
+    pub tls: Option<Arc<TlsState>>,
     /// Route names as metric labels, by route index.
     pub route_labels: Vec<Arc<String>>,
     /// Requests in flight per route (by route index), for routes' `max_requests`.
@@ -42,6 +45,19 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigErrors> {
         let router = Router::build(&config).map_err(ConfigErrors)?;
+        let tls = match &config.server.tls {
+            None => None,
+            // Unchanged settings keep the certificates as loaded (or reloaded) so far.
+            Some(t) => match previous
+                .and_then(|p| p.tls.as_ref())
+                .filter(|old| old.config == *t)
+            {
+                Some(old) => Some(Arc::clone(old)),
+                None => Some(Arc::new(
+                    TlsState::build(t, &config.source).map_err(ConfigErrors)?,
+                )),
+            },
+        };
         let clusters = config
             .clusters
             .iter()
@@ -67,6 +83,7 @@ impl Snapshot {
             router,
             clusters,
             pipelines,
+            tls,
             route_labels,
             generation,
         })

@@ -29,7 +29,10 @@ use std::time::Instant;
 pub struct ConnInfo {
     /// The TCP peer; `None` on a Unix-socket listener.
     pub peer: Option<SocketAddr>,
+    /// `http` or `https`.
     pub proto: &'static str,
+    /// The subject of the client certificate the TLS handshake verified.
+    pub client_subject: Option<HeaderValue>,
 }
 
 /// `X-Request-Id`: kept from the client when sane, otherwise generated, and returned.
@@ -155,6 +158,18 @@ async fn proxy(
     check_framing(&parts)?;
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    if let Some(tls) = &snapshot.config.server.tls {
+        if tls.redirect_http && conn.proto == "http" {
+            return redirect_to_https(&parts, tls);
+        }
+        // The verified client certificate's subject, and nobody else's word for it.
+        parts.headers.remove(&tls.client_subject_header);
+        if let Some(subject) = &conn.client_subject {
+            parts
+                .headers
+                .insert(tls.client_subject_header.clone(), subject.clone());
+        }
     }
     let pipelines = &snapshot.pipelines;
     for name in &pipelines.owned_headers {
@@ -456,6 +471,33 @@ fn expand_rewrite(template: &str, params: &[(&str, &str)]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `308` to the same host, path and query on the first TLS listener's port.
+fn redirect_to_https(
+    parts: &Parts,
+    tls: &sluice_config::Tls,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let host =
+        request_host(parts)?.ok_or(ProxyError::BadRequest("a redirect to HTTPS needs a Host"))?;
+    let port = match tls.listen.first().map(|a| a.port()) {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.into_owned()
+    };
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::try_from(format!("https://{host}{port}{target}"))
+        .map_err(|_| ProxyError::BadRequest("the request cannot be redirected to HTTPS"))?;
+    let mut response = Response::new(ResponseBody::full(""));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    response
+        .headers_mut()
+        .insert(http::header::LOCATION, location);
+    Ok(response)
 }
 
 fn respond(

@@ -50,6 +50,7 @@ pub async fn serve(
         ShutdownWatch { signal, done },
     );
     gateway.start_health_checks();
+    let certificates = tokio::spawn(watch_certificates(Arc::clone(&gateway)));
     gateway.set_ready();
     if let Some(started) = control.started.take() {
         let _ = started.send(());
@@ -73,6 +74,7 @@ pub async fn serve(
         }
     };
 
+    certificates.abort();
     gateway.set_draining();
     if why == Stop::Upgraded {
         accept.hand_over();
@@ -101,6 +103,30 @@ pub async fn serve(
         }
     };
     (why, drained)
+}
+
+/// How often certificate files are checked for changes.
+const CERTIFICATE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serves renewed certificates as soon as their files change, without a reload; a file
+/// that does not load is logged and the certificates loaded before stay.
+async fn watch_certificates(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(CERTIFICATE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(tls) = gateway.snapshot().tls.clone() else {
+            continue;
+        };
+        if !tls.config.watch_certificates {
+            continue;
+        }
+        match tls.reload_if_changed() {
+            Ok(true) => tracing::info!("TLS certificates reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("TLS certificates not reloaded; the previous ones stay: {e}"),
+        }
+    }
 }
 
 /// One reload: read, validate, bind what is new, swap, stop what is gone. Either all of

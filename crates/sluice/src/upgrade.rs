@@ -3,7 +3,7 @@
 //! The exchange, on one connection to the upgrade socket:
 //! 1. new → old: `sluice-upgrade 1`
 //! 2. old → new: one message holding `sluice-upgrade 1`, one line per socket (`tcp ADDR`,
-//!    `unix PATH`, `admin ADDR`, `upgrade PATH`) and `end`, with the sockets themselves
+//!    `tls ADDR`, `unix PATH`, `admin ADDR`, `upgrade PATH`) and `end`, with the sockets themselves
 //!    attached (SCM_RIGHTS) in the order of the lines;
 //! 3. new → old: `ready` once it accepts on every one of them;
 //! 4. old → new: `draining PID`; the old process stops accepting, drains and exits.
@@ -55,6 +55,7 @@ impl Socket {
         match self {
             Socket::Data(ListenKey::Tcp(addr)) => Some(format!("tcp {addr}")),
             Socket::Data(ListenKey::Unix(path)) => path_line("unix", path),
+            Socket::Data(ListenKey::Tls(addr)) => Some(format!("tls {addr}")),
             Socket::Admin(addr) => Some(format!("admin {addr}")),
             Socket::Upgrade(path) => path_line("upgrade", path),
         }
@@ -71,6 +72,7 @@ impl Socket {
         Ok(match kind {
             "tcp" => Socket::Data(ListenKey::Tcp(addr()?)),
             "unix" => Socket::Data(ListenKey::Unix(PathBuf::from(rest))),
+            "tls" => Socket::Data(ListenKey::Tls(addr()?)),
             "admin" => Socket::Admin(addr()?),
             "upgrade" => Socket::Upgrade(PathBuf::from(rest)),
             _ => return Err(format!("unexpected line `{line}`")),
@@ -365,6 +367,7 @@ mod tests {
         let sockets = [
             Socket::Data(ListenKey::Tcp("127.0.0.1:8080".parse().expect("addr"))),
             Socket::Data(ListenKey::Tcp("[::1]:443".parse().expect("addr"))),
+            Socket::Data(ListenKey::Tls("0.0.0.0:443".parse().expect("addr"))),
             Socket::Data(ListenKey::Unix(PathBuf::from("/run/sluice data.sock"))),
             Socket::Admin("127.0.0.1:9901".parse().expect("addr")),
             Socket::Upgrade(PathBuf::from("/run/sluice-upgrade.sock")),

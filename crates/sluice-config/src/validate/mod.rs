@@ -7,6 +7,7 @@ mod middleware;
 mod redis;
 mod resilience;
 mod route;
+mod tls;
 
 use crate::error::LineIndex;
 use crate::middleware::Middleware;
@@ -28,6 +29,14 @@ pub(crate) struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The directory relative paths in the file are taken from.
+    pub(crate) fn base_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new(self.file)
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     pub(crate) fn at(&self, span: &Range<usize>) -> Location {
         self.lines.locate(self.source, span.start)
     }
@@ -251,6 +260,10 @@ fn server(c: &mut Checker, s: &raw::ServerConfig, all: (&[Middleware], &[&str]))
         watch_config: s.watch_config.unwrap_or(true),
         upgrade_socket,
         middleware: middleware::attach(c, &s.middleware, "server.middleware", all, &[]),
+        tls: s.tls.as_ref().and_then(|t| {
+            let base = c.base_dir();
+            tls::tls(c, t, &base)
+        }),
         trusted_proxies: middleware::cidrs(c, &s.trusted_proxies, "server.trusted_proxies"),
         limits,
     }

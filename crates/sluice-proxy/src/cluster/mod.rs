@@ -190,6 +190,8 @@ pub struct Cluster {
     slots: Option<Slots>,
     /// Retries in flight now, for the retry budget.
     retries_active: Arc<AtomicUsize>,
+    /// Requests in back-off between two tries, for the retry budget.
+    between_tries: Arc<AtomicUsize>,
 }
 
 /// The target picked for a request, and a cookie to set when the pick pins a client.
@@ -254,14 +256,23 @@ impl Cluster {
             max_ejected_percent: config.outlier.as_ref().map_or(0, |o| o.max_ejected_percent),
             slots,
             retries_active: Arc::default(),
+            between_tries: Arc::default(),
         }
     }
 
+    /// Counts a request as live while it waits for its next try (at no target).
+    pub fn between_tries(&self) -> Option<Counted> {
+        Counted::take(&self.between_tries, usize::MAX)
+    }
+
     /// Admits one more retry if the budget allows: retries in flight stay under
-    /// `budget_percent` of the cluster's requests in flight, or `min_retries`.
+    /// `budget_percent` of the cluster's live requests, or `min_retries`. Live requests
+    /// are those at a target and those between two tries: when a target dies, the
+    /// requests it failed are still the clients' requests in flight.
     pub fn try_retry(&self, budget_percent: u8, min_retries: u32) -> Option<Counted> {
-        let active: usize = self.targets.iter().map(|t| t.active()).sum();
-        let budget = (active * usize::from(budget_percent) / 100).max(min_retries as usize);
+        let at_targets: usize = self.targets.iter().map(|t| t.active()).sum();
+        let live = at_targets + self.between_tries.load(Ordering::Relaxed);
+        let budget = (live * usize::from(budget_percent) / 100).max(min_retries as usize);
         Counted::take(&self.retries_active, budget)
     }
 

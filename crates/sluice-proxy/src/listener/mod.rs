@@ -1,6 +1,7 @@
 //! Listening sockets (TCP and Unix) and their accept loops.
 
 mod counting;
+pub mod tls;
 
 use crate::counted::Counted;
 use crate::gateway::Gateway;
@@ -26,6 +27,8 @@ use tokio::task::JoinHandle;
 pub enum ListenKey {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    /// A `server.tls.listen` address.
+    Tls(SocketAddr),
 }
 
 impl std::fmt::Display for ListenKey {
@@ -33,6 +36,7 @@ impl std::fmt::Display for ListenKey {
         match self {
             ListenKey::Tcp(addr) => write!(f, "{addr}"),
             ListenKey::Unix(path) => write!(f, "unix:{}", path.display()),
+            ListenKey::Tls(addr) => write!(f, "tls:{addr}"),
         }
     }
 }
@@ -43,6 +47,8 @@ pub struct Listeners {
     /// Each TCP listener with the address the configuration gave it.
     pub tcp: Vec<(SocketAddr, TcpListener)>,
     pub unix: Vec<(PathBuf, UnixListener)>,
+    /// TLS listeners with the address the configuration gave them.
+    pub tls: Vec<(SocketAddr, TcpListener)>,
 }
 
 impl Listeners {
@@ -72,6 +78,18 @@ impl Listeners {
                 keys.push(key);
             }
         }
+        for addr in server.tls.iter().flat_map(|t| &t.listen) {
+            let key = ListenKey::Tls(*addr);
+            if let Some(fd) = take(inherited, &key) {
+                adopted.tls.push((
+                    *addr,
+                    tcp_from_fd(fd).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot take over {key}: {e}"))
+                    })?,
+                ));
+                keys.push(key);
+            }
+        }
         for path in &server.unix {
             let key = ListenKey::Unix(path.clone());
             if let Some(fd) = take(inherited, &key) {
@@ -87,6 +105,7 @@ impl Listeners {
         let bound = Listeners::bind_missing(server, &keys)?;
         adopted.tcp.extend(bound.tcp);
         adopted.unix.extend(bound.unix);
+        adopted.tls.extend(bound.tls);
         Ok(adopted)
     }
 
@@ -100,6 +119,15 @@ impl Listeners {
             let listener = bind_tcp(*addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             listeners.tcp.push((*addr, listener));
+        }
+        for addr in server.tls.iter().flat_map(|t| &t.listen) {
+            if skip.contains(&ListenKey::Tls(*addr)) {
+                continue;
+            }
+            let listener = bind_tcp(*addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {addr} (TLS): {e}"))
+            })?;
+            listeners.tls.push((*addr, listener));
         }
         for path in &server.unix {
             if skip.contains(&ListenKey::Unix(path.clone())) {
@@ -116,16 +144,17 @@ impl Listeners {
         Ok(listeners)
     }
 
-    /// The addresses the TCP listeners are bound to.
+    /// The addresses the TCP listeners (plain and TLS) are bound to.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.tcp
             .iter()
+            .chain(&self.tls)
             .filter_map(|(_, l)| l.local_addr().ok())
             .collect()
     }
 
     fn is_empty(&self) -> bool {
-        self.tcp.is_empty() && self.unix.is_empty()
+        self.tcp.is_empty() && self.unix.is_empty() && self.tls.is_empty()
     }
 }
 
@@ -227,6 +256,9 @@ impl AcceptLoops {
         for (addr, listener) in listeners.tcp {
             self.spawn_one(ListenKey::Tcp(addr), listener, || {});
         }
+        for (addr, listener) in listeners.tls {
+            self.spawn_one(ListenKey::Tls(addr), Secure(listener), || {});
+        }
         for (path, listener) in listeners.unix {
             // A stopped Unix listener takes its socket file with it, unless a new
             // process listens on it now.
@@ -287,6 +319,7 @@ impl AcceptLoops {
         let wanted = |key: &ListenKey| match key {
             ListenKey::Tcp(addr) => server.listen.contains(addr),
             ListenKey::Unix(path) => server.unix.contains(path),
+            ListenKey::Tls(addr) => server.tls.as_ref().is_some_and(|t| t.listen.contains(addr)),
         };
         let (keep, stop): (Vec<Running>, Vec<Running>) =
             self.running.drain(..).partition(|r| wanted(&r.key));
@@ -300,6 +333,7 @@ impl AcceptLoops {
                 .tcp
                 .iter()
                 .map(|(a, _)| ListenKey::Tcp(*a))
+                .chain(added.tls.iter().map(|(a, _)| ListenKey::Tls(*a)))
                 .chain(added.unix.iter().map(|(p, _)| ListenKey::Unix(p.clone())))
             {
                 tracing::info!(listener = %key, "listening");
@@ -319,6 +353,8 @@ impl AcceptLoops {
 /// A listening socket of either kind.
 trait Acceptor: Send + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Connections start with a TLS handshake.
+    const SECURE: bool = false;
     /// The next connection and, for TCP, the peer's address.
     fn next(&self) -> impl Future<Output = io::Result<(Self::Stream, Option<SocketAddr>)>> + Send;
 }
@@ -329,6 +365,23 @@ impl Acceptor for TcpListener {
         let (stream, peer) = self.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok((stream, Some(peer)))
+    }
+}
+
+/// A TCP listener whose connections speak TLS.
+struct Secure(TcpListener);
+
+impl AsFd for Secure {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Acceptor for Secure {
+    type Stream = TcpStream;
+    const SECURE: bool = true;
+    async fn next(&self) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+        self.0.next().await
     }
 }
 
@@ -368,25 +421,73 @@ async fn run_accept_loop<A: Acceptor>(
                     None => None,
                 };
                 let io = CountingIo::new(stream, Arc::clone(&gateway.metrics));
-                let conn = ConnInfo {
-                    peer,
-                    proto: "http",
-                };
-                let connection = serve_connection(
-                    Arc::clone(&snapshot.http),
-                    io,
-                    Arc::clone(&gateway),
-                    conn,
-                    shutdown.clone(),
-                );
-                tokio::spawn(async move {
-                    connection.await;
-                    drop(counted);
-                });
+                let http = Arc::clone(&snapshot.http);
+                let (gateway, shutdown) = (Arc::clone(&gateway), shutdown.clone());
+                if A::SECURE {
+                    let Some(tls) = snapshot.tls.clone() else {
+                        continue;
+                    };
+                    let timeout = snapshot.config.server.limits.header_read_timeout;
+                    tokio::spawn(async move {
+                        if let Some((io, conn)) = handshake(&tls, io, peer, timeout).await {
+                            serve_connection(http, io, gateway, conn, shutdown).await;
+                        }
+                        drop(counted);
+                    });
+                } else {
+                    let conn = ConnInfo {
+                        peer,
+                        proto: "http",
+                        client_subject: None,
+                    };
+                    tokio::spawn(async move {
+                        serve_connection(http, io, gateway, conn, shutdown).await;
+                        drop(counted);
+                    });
+                }
             }
             Err(e) => accept_error(e).await,
         }
     }
+}
+
+/// The TLS handshake of a new connection, bounded by the header read timeout.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    tls: &tls::TlsState,
+    io: S,
+    peer: Option<SocketAddr>,
+    timeout: Duration,
+) -> Option<(tokio_rustls::server::TlsStream<S>, ConnInfo)> {
+    let stream = match tokio::time::timeout(timeout, tls.acceptor.accept(io)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(?peer, "TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(
+                ?peer,
+                "TLS handshake not finished within the header read timeout"
+            );
+            return None;
+        }
+    };
+    let client_subject = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(tls::subject)
+        .and_then(|s| {
+            let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+            http::HeaderValue::from_str(&clean).ok()
+        });
+    let conn = ConnInfo {
+        peer,
+        proto: "https",
+        client_subject,
+    };
+    Some((stream, conn))
 }
 
 /// Answers a connection over the listener's limit with a 503 and closes it; a client

@@ -18,4 +18,5 @@ mod overload;
 mod reload;
 mod resilience;
 mod retries;
+mod tls;
 mod upgrade;
