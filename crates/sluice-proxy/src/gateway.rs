@@ -66,7 +66,7 @@ impl Snapshot {
                 Arc::new(Cluster::new(c, old.map(|o| o.as_ref())))
             })
             .collect();
-        let pipelines = Pipelines::build(&config, previous.map(|p| &p.pipelines));
+        let pipelines = Pipelines::build(&config, previous.map(|p| &p.pipelines))?;
         let route_labels = config
             .routes
             .iter()

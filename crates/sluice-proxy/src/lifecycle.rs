@@ -82,7 +82,7 @@ pub async fn handle(
                 .route
                 .map(|r| snapshot.config.routes[r].name.as_str())
                 .unwrap_or("-");
-            if error.status().is_server_error() {
+            if error.warns() {
                 tracing::warn!(
                     request_id = request_id.to_str().unwrap_or(""),
                     route,
@@ -107,6 +107,7 @@ pub async fn handle(
             let cx = Context {
                 route: &snapshot.config.routes[index].name,
                 request_id: &request_id,
+                metrics: &gateway.metrics,
             };
             pipeline.respond(response.headers_mut(), &progress.state, &cx);
         }
@@ -218,8 +219,12 @@ async fn proxy(
         let cx = Context {
             route: &route.name,
             request_id,
+            metrics,
         };
-        if let Some(answer) = pipeline.request(&mut parts, &mut progress.state, &cx)? {
+        if let Some(answer) = pipeline
+            .request(&mut parts, &mut progress.state, &cx)
+            .await?
+        {
             return Ok(answer);
         }
     }

@@ -32,6 +32,12 @@ pub struct RouteLabels {
     pub route: Arc<String>,
 }
 
+/// Labels of a per-middleware series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MiddlewareLabels {
+    pub middleware: Arc<str>,
+}
+
 /// The request method, folded to the common ones so that clients cannot grow the series.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(clippy::upper_case_acronyms)]
@@ -120,6 +126,7 @@ pub struct Metrics {
     pub retries: Family<RouteLabels, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub generation: Gauge,
+    pub rate_limit_store_errors: Family<MiddlewareLabels, Counter>,
     pub unmatched: Arc<String>,
 }
 
@@ -140,6 +147,7 @@ impl Metrics {
             retries: Family::default(),
             reloads: Family::default(),
             generation: Gauge::default(),
+            rate_limit_store_errors: Family::default(),
             unmatched: Arc::new("unmatched".to_string()),
         };
         let r = registry.sub_registry_with_prefix("sluice");
@@ -187,6 +195,11 @@ impl Metrics {
             "config_generation",
             "The configuration generation serving new requests",
             m.generation.clone(),
+        );
+        r.register(
+            "rate_limit_store_errors",
+            "Rate-limit store calls that failed or timed out, by middleware",
+            m.rate_limit_store_errors.clone(),
         );
         Arc::new(m)
     }

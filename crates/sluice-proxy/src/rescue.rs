@@ -63,6 +63,9 @@ pub enum ProxyError {
     CorsRejected(String),
     #[error("rate limit `{limit}` exceeded; retry in {retry_after} s")]
     RateLimited { limit: Arc<str>, retry_after: u64 },
+    /// The limit's shared store did not answer in time and `on_store_error = "deny"`.
+    #[error("rate limit `{limit}` cannot reach its store")]
+    RateLimitStoreUnavailable { limit: Arc<str> },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -89,7 +92,8 @@ impl ProxyError {
             ProxyError::NoHealthyTarget { .. }
             | ProxyError::CircuitOpen { .. }
             | ProxyError::ClusterOverloaded { .. }
-            | ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::Overloaded(_)
+            | ProxyError::RateLimitStoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden(_) | ProxyError::CorsRejected(_) => StatusCode::FORBIDDEN,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -123,8 +127,16 @@ impl ProxyError {
             ProxyError::Forbidden(_) => "forbidden",
             ProxyError::CorsRejected(_) => "cors_rejected",
             ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::RateLimitStoreUnavailable { .. } => "rate_limit_store_unavailable",
             ProxyError::Internal(_) => "internal",
         }
+    }
+
+    /// Whether the failure is logged at `warn` with its request: server-side failures,
+    /// except those already logged at most once a second where they arise.
+    pub fn warns(&self) -> bool {
+        self.status().is_server_error()
+            && !matches!(self, ProxyError::RateLimitStoreUnavailable { .. })
     }
 
     /// Whether the failure is the target's (for outlier detection and the breaker).
@@ -172,7 +184,8 @@ pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
         ProxyError::NoHealthyTarget { .. }
         | ProxyError::CircuitOpen { .. }
         | ProxyError::ClusterOverloaded { .. }
-        | ProxyError::Overloaded(_) => {
+        | ProxyError::Overloaded(_)
+        | ProxyError::RateLimitStoreUnavailable { .. } => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         ProxyError::RateLimited { retry_after, .. } => {
@@ -205,6 +218,22 @@ mod tests {
             r.headers().get(CONTENT_TYPE).map(|v| v.as_bytes()),
             Some(&b"application/problem+json"[..])
         );
+    }
+
+    #[test]
+    fn an_unreachable_limit_store_is_a_503_to_retry_in_a_second() {
+        let e = ProxyError::RateLimitStoreUnavailable {
+            limit: Arc::from("shared"),
+        };
+        let r = rescue(&e, "abc");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "rate_limit_store_unavailable");
+        assert_eq!(
+            r.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert!(!e.warns(), "the limiter logs it, once a second");
+        assert!(ProxyError::Overloaded("x".into()).warns());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod ip;
 pub mod rate_limit;
 
 use crate::body::ResponseBody;
+use crate::metrics::Metrics;
 use crate::rescue::ProxyError;
 use http::header::HeaderMap;
 use http::request::Parts;
@@ -27,16 +28,20 @@ pub enum Stage {
 
 impl Stage {
     /// Builds `m`, keeping the state (rate-limit counters) of `previous` when it is the
-    /// same middleware with the same settings.
-    pub fn build(m: &Middleware, previous: Option<&Stage>) -> Stage {
+    /// same middleware with the same settings. `redis` is the gateway's Redis store.
+    pub fn build(
+        m: &Middleware,
+        previous: Option<&Stage>,
+        redis: Option<&Arc<rate_limit::redis::RedisStore>>,
+    ) -> Stage {
         match &m.kind {
             MiddlewareKind::Ip(rules) => Stage::Ip(rules.clone()),
             MiddlewareKind::Headers(t) => Stage::Headers(t.clone()),
             MiddlewareKind::Cors(c) => Stage::Cors(c.clone()),
             MiddlewareKind::ApiKey(k) => Stage::ApiKey(api_key::Keys::new(k)),
             MiddlewareKind::RateLimit(limit) => Stage::RateLimit(match previous {
-                Some(Stage::RateLimit(old)) if old.config == *limit => Arc::clone(old),
-                _ => Arc::new(rate_limit::Limiter::new(&m.name, limit.clone())),
+                Some(Stage::RateLimit(old)) if old.can_keep(limit, redis) => Arc::clone(old),
+                _ => Arc::new(rate_limit::Limiter::new(&m.name, limit.clone(), redis)),
             }),
         }
     }
@@ -120,6 +125,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Cidr]) ->
 pub struct Context<'a> {
     pub route: &'a str,
     pub request_id: &'a HeaderValue,
+    pub metrics: &'a Metrics,
 }
 
 /// The stages of one route, in order.
@@ -143,8 +149,9 @@ impl Pipeline {
     }
 
     /// Runs the request side of every stage. `Ok(Some(response))` answers the request
-    /// here (a CORS preflight); an error is the client's answer.
-    pub fn request(
+    /// here (a CORS preflight); an error is the client's answer. Only a limit counted in
+    /// Redis waits; the other stages never do.
+    pub async fn request(
         &self,
         parts: &mut Parts,
         state: &mut RequestState,
@@ -161,7 +168,7 @@ impl Pipeline {
                     }
                 }
                 Stage::ApiKey(keys) => keys.check(parts, state)?,
-                Stage::RateLimit(limiter) => limiter.check(parts, state, cx)?,
+                Stage::RateLimit(limiter) => limiter.check(parts, state, cx).await?,
             }
         }
         Ok(None)

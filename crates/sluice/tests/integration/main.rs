@@ -15,6 +15,7 @@ mod hardening;
 mod lifecycle;
 mod middleware;
 mod overload;
+mod redis;
 mod reload;
 mod resilience;
 mod retries;
