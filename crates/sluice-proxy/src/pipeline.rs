@@ -80,3 +80,52 @@ impl Pipelines {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(p: &Pipelines, name: &str) -> Arc<crate::middleware::rate_limit::Limiter> {
+        match p.stages.iter().find(|(n, _)| n == name).map(|(_, s)| &**s) {
+            Some(Stage::RateLimit(l)) => Arc::clone(l),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn build(redis: &str, previous: Option<&Pipelines>) -> Pipelines {
+        let text = format!(
+            "{redis}\n[middleware.shared]\ntype = \"rate_limit\"\nrate = 5\nstore = \"redis\"\n\n\
+             [middleware.local]\ntype = \"rate_limit\"\nrate = 5\n"
+        );
+        let config = sluice_config::parse(&text, "t.toml").expect("valid");
+        Pipelines::build(&config, previous).expect("pipelines")
+    }
+
+    #[test]
+    fn a_reload_keeps_the_redis_connection_and_limits_while_redis_is_unchanged() {
+        let first = build("[redis]\nurl = \"redis://127.0.0.1:6379\"", None);
+        let same = build("[redis]\nurl = \"redis://127.0.0.1:6379\"", Some(&first));
+        let (a, b) = (first.redis.as_ref(), same.redis.as_ref());
+        assert!(a.zip(b).is_some_and(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(Arc::ptr_eq(
+            &limiter(&first, "shared"),
+            &limiter(&same, "shared")
+        ));
+        // Another timeout is another connection, and the Redis limit follows it; the
+        // memory limit keeps its counts.
+        let moved = build(
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\ntimeout = \"1s\"",
+            Some(&same),
+        );
+        let (b, c) = (same.redis.as_ref(), moved.redis.as_ref());
+        assert!(b.zip(c).is_some_and(|(b, c)| !Arc::ptr_eq(b, c)));
+        assert!(!Arc::ptr_eq(
+            &limiter(&same, "shared"),
+            &limiter(&moved, "shared")
+        ));
+        assert!(Arc::ptr_eq(
+            &limiter(&same, "local"),
+            &limiter(&moved, "local")
+        ));
+    }
+}
