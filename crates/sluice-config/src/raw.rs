@@ -121,6 +121,18 @@ pub struct ClusterConfig {
     pub health: Option<Spanned<HealthConfig>>,
     pub outlier: Option<Spanned<OutlierConfig>>,
     pub breaker: Option<Spanned<BreakerConfig>>,
+    pub tls: Option<Spanned<UpstreamTlsConfig>>,
+}
+
+/// `[clusters.NAME.tls]`: how `https://` targets are verified and what the gateway shows them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// `[clusters.NAME.health]`: active health checks.

@@ -2,7 +2,7 @@
 //! reload; nothing here is a serde type.
 
 use crate::middleware::{Cidr, Middleware};
-use crate::tls::Tls;
+use crate::tls::{Tls, UpstreamTls};
 use crate::Location;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use std::net::SocketAddr;
@@ -90,6 +90,8 @@ pub struct Cluster {
     pub health: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
     pub breaker: Option<Breaker>,
+    /// TLS to `https://` targets; `Some` whenever the cluster has one.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Active health checks of every target of a cluster.
@@ -174,6 +176,12 @@ pub enum TargetAddress {
     },
     /// `unix:/path/to.sock`.
     Unix(PathBuf),
+    /// `https://host:port`; `authority` is `host:port`.
+    Https {
+        host: String,
+        port: u16,
+        authority: String,
+    },
 }
 
 /// How a cluster picks a target for each request.

@@ -47,3 +47,18 @@ pub enum ClientAuth {
         location: Location,
     },
 }
+
+/// `[clusters.NAME.tls]`: TLS to `https://` targets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// PEM CA certificates to verify targets with; `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// The name verified and sent by SNI; `None`: each target's host.
+    pub server_name: Option<String>,
+    /// A certificate chain and key shown to targets that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any certificate: for tests only, logged loudly.
+    pub insecure_skip_verify: bool,
+    /// Where the settings are written, for errors found when they are loaded.
+    pub location: Location,
+}

@@ -384,12 +384,11 @@ targets = [
     assert_eq!(
         errors(src),
         [
-            "test.toml:4:3: clusters.c.targets[1]: invalid target URL `ftp://files.example.com`: expected http://host:port or unix:/path.sock",
-            "test.toml:5:3: clusters.c.targets[2]: invalid target URL `https://127.0.0.1:8443`: https targets are not supported yet; use http:// or unix:",
-            "test.toml:6:3: clusters.c.targets[3]: invalid target URL `127.0.0.1:8002`: expected http://host:port or unix:/path.sock",
+            "test.toml:4:3: clusters.c.targets[1]: invalid target URL `ftp://files.example.com`: expected http://host:port, https://host:port or unix:/path.sock",
+            "test.toml:6:3: clusters.c.targets[3]: invalid target URL `127.0.0.1:8002`: expected http://host:port, https://host:port or unix:/path.sock",
             "test.toml:7:3: clusters.c.targets[4]: invalid target URL `unix:run/app.sock`: a unix target needs an absolute path, like \"unix:/run/app.sock\"",
             "test.toml:8:3: clusters.c.targets[5]: invalid target URL `http://127.0.0.1:8003/api`: a target URL has no path or query",
-            "test.toml:9:3: clusters.c.targets[6]: invalid target URL `tunnel:laptop`: expected http://host:port or unix:/path.sock",
+            "test.toml:9:3: clusters.c.targets[6]: invalid target URL `tunnel:laptop`: expected http://host:port, https://host:port or unix:/path.sock",
         ]
     );
 }
@@ -631,5 +630,45 @@ client_auth = "required"
             "test.toml:2:26: server.tls.certificates[0].cert: cannot read /nonexistent/a.pem: No such file or directory (os error 2)",
             "test.toml:2:54: server.tls.certificates[0].key: cannot read /nonexistent/a.key: No such file or directory (os error 2)",
         ]
+    );
+}
+
+#[test]
+fn upstream_tls_settings_are_checked_with_their_keys() {
+    let src = r#"[clusters.plain]
+targets = ["http://127.0.0.1:8001"]
+[clusters.plain.tls]
+server_name = "a.test"
+
+[clusters.secure]
+targets = ["https://10.0.0.7", "https://10.0.0.8:8443"]
+[clusters.secure.tls]
+ca = "/nonexistent/ca.pem"
+server_name = "bad name"
+client_cert = "/nonexistent/c.pem"
+insecure_skip_verify = true
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "test.toml:3:1: clusters.plain.tls: no target of this cluster is https://, so these settings would do nothing",
+            "test.toml:9:6: clusters.secure.tls.ca: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)",
+            "test.toml:9:6: clusters.secure.tls.ca: a CA is never consulted with insecure_skip_verify = true; remove one of them",
+            "test.toml:10:15: clusters.secure.tls.server_name: `bad name` is not a host name or IP address",
+            "test.toml:11:15: clusters.secure.tls: client_cert and client_key go together",
+        ]
+    );
+    let c = config("[clusters.s]\ntargets = [\"https://api.example.com\"]\n");
+    assert_eq!(
+        c.clusters[0].targets[0].address,
+        sluice_config::TargetAddress::Https {
+            host: "api.example.com".into(),
+            port: 443,
+            authority: "api.example.com:443".into()
+        }
+    );
+    assert!(
+        c.clusters[0].tls.is_some(),
+        "https targets get TLS settings by default"
     );
 }

@@ -63,9 +63,11 @@ impl Snapshot {
             .iter()
             .map(|c| {
                 let old = previous.and_then(|p| p.clusters.iter().find(|o| *o.name == *c.name));
-                Arc::new(Cluster::new(c, old.map(|o| o.as_ref())))
+                let tls = crate::upstream::tls::client_config(c, &config.source)
+                    .map_err(ConfigErrors::single)?;
+                Ok(Arc::new(Cluster::new(c, old.map(|o| o.as_ref()), tls)))
             })
-            .collect();
+            .collect::<Result<_, ConfigErrors>>()?;
         let pipelines = Pipelines::build(&config, previous.map(|p| &p.pipelines))?;
         let route_labels = config
             .routes

@@ -3,6 +3,7 @@
 use super::{resilience, Checker};
 use crate::raw::{self, TargetConfig};
 use crate::runtime::*;
+use crate::tls::UpstreamTls;
 use http::{HeaderName, HeaderValue};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -132,6 +133,21 @@ pub(super) fn cluster(
         .breaker
         .as_ref()
         .map(|b| resilience::breaker(c, b.get_ref(), &format!("{key}.breaker")));
+    let secure = targets
+        .iter()
+        .any(|t| matches!(t.address, TargetAddress::Https { .. }));
+    let tls = match &cfg.tls {
+        Some(t) if !secure => {
+            c.fail(
+                t.span(),
+                &format!("{key}.tls"),
+                "no target of this cluster is https://, so these settings would do nothing",
+            );
+            None
+        }
+        Some(t) => Some(super::tls::upstream(c, t, &format!("{key}.tls"))),
+        None => secure.then(UpstreamTls::default),
+    };
     (c.errors.len() == before).then(|| Cluster {
         name: name.get_ref().clone(),
         targets,
@@ -148,6 +164,7 @@ pub(super) fn cluster(
         health,
         outlier,
         breaker,
+        tls,
     })
 }
 
@@ -205,18 +222,18 @@ fn parse_target_url(url: &str) -> Result<TargetAddress, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|_| bad("not a URL; expected http://host:port or unix:/path.sock"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "https targets are not supported yet; use http:// or unix:",
-            ))
-        }
+    let secure = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(s) if s.starts_with("tunnel") => {
             return Err(bad("tunnel targets are not supported yet"))
         }
-        _ => return Err(bad("expected http://host:port or unix:/path.sock")),
-    }
+        _ => {
+            return Err(bad(
+                "expected http://host:port, https://host:port or unix:/path.sock",
+            ))
+        }
+    };
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(bad("a target URL has no path or query"));
     }
@@ -232,16 +249,25 @@ fn parse_target_url(url: &str) -> Result<TargetAddress, String> {
     if host.is_empty() {
         return Err(bad("missing host"));
     }
-    let port = authority.port_u16().unwrap_or(80);
+    let default_port = if secure { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
     let authority = if authority.port_u16().is_some() {
         authority.as_str().to_string()
     } else {
-        format!("{}:80", authority.host())
+        format!("{}:{default_port}", authority.host())
     };
-    Ok(TargetAddress::Tcp {
-        host,
-        port,
-        authority,
+    Ok(if secure {
+        TargetAddress::Https {
+            host,
+            port,
+            authority,
+        }
+    } else {
+        TargetAddress::Tcp {
+            host,
+            port,
+            authority,
+        }
     })
 }
 

@@ -1,7 +1,7 @@
 //! Validation of `[server.tls]`: addresses, certificate files (read and parsed when the runtime is built), versions, ALPN and client certificates.
 
 use super::Checker;
-use crate::raw::TlsConfig;
+use crate::raw::{TlsConfig, UpstreamTlsConfig};
 use crate::tls::*;
 use http::HeaderName;
 use std::path::{Path, PathBuf};
@@ -184,4 +184,55 @@ pub(super) fn tls(c: &mut Checker, t: &Spanned<TlsConfig>, base: &Path) -> Optio
         redirect_http: cfg.redirect_http.unwrap_or(false),
         watch_certificates: cfg.watch_certificates.unwrap_or(true),
     })
+}
+
+pub(super) fn upstream(c: &mut Checker, t: &Spanned<UpstreamTlsConfig>, key: &str) -> UpstreamTls {
+    let cfg = t.get_ref();
+    let base = c.base_dir();
+    let ca = cfg
+        .ca
+        .as_ref()
+        .map(|ca| readable(c, &base, ca, &format!("{key}.ca")));
+    let server_name = cfg.server_name.as_ref().and_then(|n| {
+        let ok = !n.get_ref().is_empty()
+            && n.get_ref()
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ".-:[]".contains(ch));
+        if !ok {
+            c.fail(
+                n.span(),
+                &format!("{key}.server_name"),
+                format!("`{}` is not a host name or IP address", n.get_ref()),
+            );
+        }
+        ok.then(|| n.get_ref().to_ascii_lowercase())
+    });
+    let client_cert = match (&cfg.client_cert, &cfg.client_key) {
+        (Some(cert), Some(k)) => Some((
+            readable(c, &base, cert, &format!("{key}.client_cert")),
+            readable(c, &base, k, &format!("{key}.client_key")),
+        )),
+        (None, None) => None,
+        (Some(x), None) | (None, Some(x)) => {
+            c.fail(x.span(), key, "client_cert and client_key go together");
+            None
+        }
+    };
+    let insecure_skip_verify = cfg.insecure_skip_verify.unwrap_or(false);
+    if insecure_skip_verify {
+        if let Some(ca) = &cfg.ca {
+            c.fail(
+                ca.span(),
+                &format!("{key}.ca"),
+                "a CA is never consulted with insecure_skip_verify = true; remove one of them",
+            );
+        }
+    }
+    UpstreamTls {
+        ca,
+        server_name,
+        client_cert,
+        insecure_skip_verify,
+        location: c.at(&t.span()),
+    }
 }

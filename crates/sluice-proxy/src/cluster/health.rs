@@ -96,7 +96,8 @@ async fn probe(target: &TargetState, check: &HealthCheck) -> Result<(), String> 
         HealthKind::Tcp => {
             let connect = async {
                 match &target.target.address {
-                    TargetAddress::Tcp { authority, .. } => {
+                    TargetAddress::Tcp { authority, .. }
+                    | TargetAddress::Https { authority, .. } => {
                         tokio::net::TcpStream::connect(authority.as_str())
                             .await
                             .map(drop)

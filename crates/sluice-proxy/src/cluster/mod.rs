@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderValue};
 use outlier::Ejector;
 use sluice_config::{
     Balance, Breaker, Cluster as ClusterConfig, HashKey, HealthCheck, Outlier, Target,
-    TargetAddress,
+    TargetAddress, UpstreamTls,
 };
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +41,7 @@ struct TargetKey {
     health: Option<HealthCheck>,
     outlier: Option<Outlier>,
     breaker: Option<Breaker>,
+    tls: Option<UpstreamTls>,
 }
 
 impl TargetKey {
@@ -56,6 +57,7 @@ impl TargetKey {
             health: config.health.clone(),
             outlier: config.outlier.clone(),
             breaker: config.breaker.clone(),
+            tls: config.tls.clone(),
         }
     }
 }
@@ -83,9 +85,16 @@ pub struct TargetState {
 }
 
 impl TargetState {
-    fn new(t: &Target, config: &ClusterConfig, key: TargetKey) -> TargetState {
+    fn new(
+        t: &Target,
+        config: &ClusterConfig,
+        key: TargetKey,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> TargetState {
         let host = match &t.address {
-            TargetAddress::Tcp { authority, .. } => authority.as_str(),
+            TargetAddress::Tcp { authority, .. } | TargetAddress::Https { authority, .. } => {
+                authority.as_str()
+            }
             TargetAddress::Unix(_) => "localhost",
         };
         let sticky_id = format!("{:016x}", balance::stable_hash(t.url.as_bytes()));
@@ -101,7 +110,7 @@ impl TargetState {
                 .unwrap_or(HeaderValue::from_static("localhost")),
             sticky_id,
             set_sticky,
-            client: UpstreamClient::new(t, config),
+            client: UpstreamClient::new(t, config, tls),
             target: t.clone(),
             active: AtomicUsize::new(0),
             health: config.health.clone().map(ActiveHealth::new),
@@ -203,7 +212,12 @@ pub struct Pick {
 
 impl Cluster {
     /// Builds a cluster; targets `previous` runs with an equal [`TargetKey`] are reused.
-    pub fn new(config: &ClusterConfig, previous: Option<&Cluster>) -> Cluster {
+    /// `tls`: the client settings for `https://` targets.
+    pub fn new(
+        config: &ClusterConfig,
+        previous: Option<&Cluster>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Cluster {
         let targets: Vec<Arc<TargetState>> = config
             .targets
             .iter()
@@ -211,7 +225,7 @@ impl Cluster {
                 let key = TargetKey::new(t, config);
                 match previous.and_then(|p| p.targets.iter().find(|o| o.key == key)) {
                     Some(old) => Arc::clone(old),
-                    None => Arc::new(TargetState::new(t, config, key)),
+                    None => Arc::new(TargetState::new(t, config, key, tls.as_ref())),
                 }
             })
             .collect();
@@ -462,7 +476,7 @@ mod tests {
     fn hash_cluster(key: &str) -> Cluster {
         let src = format!("[clusters.c]\ntargets = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\nbalance = \"hash\"\nhash_key = \"{key}\"\n");
         let config = sluice_config::parse(&src, "t.toml").expect("valid config");
-        Cluster::new(&config.clusters[0], None)
+        Cluster::new(&config.clusters[0], None, None)
     }
 
     fn pick(cluster: &Cluster, uri: &str) -> usize {
@@ -499,7 +513,7 @@ mod tests {
     fn the_retry_budget_is_a_share_of_requests_in_flight() {
         let src = "[clusters.c]\ntargets = [\"http://127.0.0.1:1\"]\n";
         let config = sluice_config::parse(src, "t.toml").expect("valid config");
-        let cluster = Cluster::new(&config.clusters[0], None);
+        let cluster = Cluster::new(&config.clusters[0], None, None);
         // Nothing in flight: `min_retries` still allows some.
         let first = cluster.try_retry(50, 2).expect("first retry");
         let second = cluster.try_retry(50, 2).expect("second retry");

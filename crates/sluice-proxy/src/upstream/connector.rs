@@ -2,6 +2,7 @@
 
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use sluice_config::TargetAddress;
 use std::future::Future;
 use std::io;
@@ -21,18 +22,35 @@ pub enum ConnectError {
     Io(#[from] io::Error),
 }
 
+/// TLS to an `https://` target: the cluster's client settings and the name to verify.
+#[derive(Clone)]
+pub struct Secure {
+    pub connector: tokio_rustls::TlsConnector,
+    pub name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for Secure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secure")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Connects every request of one client to the same target, whatever the URI says.
 #[derive(Debug, Clone)]
 pub struct TargetConnector {
     address: Arc<TargetAddress>,
     timeout: Duration,
+    secure: Option<Arc<Secure>>,
 }
 
 impl TargetConnector {
-    pub fn new(address: TargetAddress, timeout: Duration) -> Self {
+    pub fn new(address: TargetAddress, timeout: Duration, secure: Option<Secure>) -> Self {
         TargetConnector {
             address: Arc::new(address),
             timeout,
+            secure: secure.map(Arc::new),
         }
     }
 }
@@ -49,6 +67,7 @@ impl tower_service::Service<http::Uri> for TargetConnector {
     fn call(&mut self, _: http::Uri) -> Self::Future {
         let address = Arc::clone(&self.address);
         let timeout = self.timeout;
+        let secure = self.secure.clone();
         Box::pin(async move {
             let connect = async {
                 match &*address {
@@ -56,6 +75,19 @@ impl tower_service::Service<http::Uri> for TargetConnector {
                         let stream = TcpStream::connect(authority.as_str()).await?;
                         stream.set_nodelay(true)?;
                         Ok::<_, io::Error>(UpstreamStream::Tcp(stream))
+                    }
+                    TargetAddress::Https { authority, .. } => {
+                        let secure = secure.ok_or_else(|| {
+                            io::Error::other("no TLS settings for an https target")
+                        })?;
+                        let stream = TcpStream::connect(authority.as_str()).await?;
+                        stream.set_nodelay(true)?;
+                        let tls = secure
+                            .connector
+                            .connect(secure.name.clone(), stream)
+                            .await
+                            .map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}")))?;
+                        Ok(UpstreamStream::Tls(Box::new(tls)))
                     }
                     TargetAddress::Unix(path) => {
                         Ok(UpstreamStream::Unix(UnixStream::connect(path).await?))
@@ -75,11 +107,17 @@ impl tower_service::Service<http::Uri> for TargetConnector {
 pub enum UpstreamStream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
-        Connected::new()
+        match self {
+            UpstreamStream::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
+            _ => Connected::new(),
+        }
     }
 }
 
@@ -92,6 +130,7 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -105,6 +144,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -116,6 +156,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -127,6 +168,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_flush(cx),
             UpstreamStream::Unix(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -134,6 +176,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

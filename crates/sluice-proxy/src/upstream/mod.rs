@@ -4,6 +4,7 @@
 mod connector;
 pub mod headers;
 mod request_body;
+pub mod tls;
 
 pub use request_body::{BodyTimeout, BodyTooLarge, ExcessBody, Kept, RequestBody};
 
@@ -12,7 +13,7 @@ use connector::{ConnectError, TargetConnector};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use sluice_config::{Cluster, Target};
+use sluice_config::{Cluster, Target, TargetAddress};
 use std::error::Error as StdError;
 use std::time::Duration;
 
@@ -24,8 +25,22 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(target: &Target, cluster: &Cluster) -> Self {
-        let connector = TargetConnector::new(target.address.clone(), cluster.connect_timeout);
+    pub fn new(
+        target: &Target,
+        cluster: &Cluster,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        let secure = match (&target.address, tls) {
+            (TargetAddress::Https { host, .. }, Some(config)) => {
+                tls::server_name(cluster.tls.as_ref(), host).map(|name| connector::Secure {
+                    connector: tokio_rustls::TlsConnector::from(std::sync::Arc::clone(config)),
+                    name,
+                })
+            }
+            _ => None,
+        };
+        let connector =
+            TargetConnector::new(target.address.clone(), cluster.connect_timeout, secure);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())

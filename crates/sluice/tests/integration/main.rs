@@ -21,3 +21,4 @@ mod resilience;
 mod retries;
 mod tls;
 mod upgrade;
+mod upstream_tls;

@@ -10,14 +10,14 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A test CA that issues server and client certificates into `dir`.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
     issuer: Issuer<'static, KeyPair>,
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Pki {
+    pub(crate) fn new(dir: &Path) -> Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -36,7 +36,13 @@ impl Pki {
     }
 
     /// Writes `file.pem` and `file.key`: a certificate for `names`, called `cn`.
-    fn issue(&self, file: &str, cn: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
+    pub(crate) fn issue(
+        &self,
+        file: &str,
+        cn: &str,
+        names: &[&str],
+        client: bool,
+    ) -> (PathBuf, PathBuf) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
