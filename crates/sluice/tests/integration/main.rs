@@ -8,6 +8,7 @@ mod proxying;
 mod routing;
 
 mod cli;
+mod cors_browser;
 mod curl;
 mod errors;
 mod h2_hardening;
