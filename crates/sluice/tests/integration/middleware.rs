@@ -380,3 +380,44 @@ max_age = "10m"
     .await;
     assert_problem(&gw, &unroutable, 405, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn a_refused_request_leaves_no_body_behind_to_be_read_as_the_next_request() {
+    let origin = Origin::echo("app").await;
+    let gw = Gateway::start(&config(
+        &origin,
+        &keys_block(),
+        &route("keyed", "/", "\"keys\""),
+    ))
+    .await;
+    // The body of a request refused for want of a key is itself a request with a key: it
+    // must never be parsed and answered as a second request.
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a\r\nX-Api-Key: alice-secret-key\r\n\r\n";
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let answer = raw_async(
+        gw.addr,
+        request.into_bytes(),
+        std::time::Duration::from_secs(2),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(
+        answer.matches("HTTP/1.1 ").count(),
+        1,
+        "one answer only: {answer}"
+    );
+    assert_eq!(
+        origin.hits.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{answer}"
+    );
+    assert_eq!(
+        get_with(&gw.url("/after"), &[("x-api-key", "alice-secret-key")])
+            .await
+            .0,
+        200
+    );
+}
