@@ -40,7 +40,8 @@ impl std::fmt::Debug for TlsState {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The cryptography every TLS connection of the gateway uses (ring).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -122,7 +123,8 @@ impl TlsState {
     }
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+/// The CA certificates in a PEM file.
+pub(crate) fn load_roots(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -1,17 +1,13 @@
 //! TLS to `https://` targets: verified against the system's roots or a configured CA, the name sent by SNI, ALPN by the cluster's protocol, and an optional client certificate.
 
+use crate::listener::tls::provider;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sluice_config::{Cluster, ConfigError, UpstreamTls};
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// The TLS client settings of a cluster with `https://` targets; `None` without any.
 pub fn client_config(
@@ -70,25 +66,9 @@ pub fn client_config(
 /// The CA certificates targets are checked against.
 fn roots(tls: &UpstreamTls) -> Result<Arc<RootCertStore>, String> {
     match &tls.ca {
-        Some(path) => load_roots(path).map(Arc::new),
+        Some(path) => crate::listener::tls::load_roots(path).map(Arc::new),
         None => system_roots(),
     }
-}
-
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-    {
-        let cert = cert.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no certificate in the file", path.display()));
-    }
-    Ok(roots)
 }
 
 /// The operating system's trusted CAs, read once.
