@@ -6,6 +6,7 @@
 
 mod diff;
 mod error;
+mod jwt;
 mod keypath;
 mod middleware;
 pub mod raw;
@@ -17,6 +18,7 @@ mod validate;
 
 pub use diff::restart_only_changes;
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use jwt::*;
 pub use middleware::*;
 pub use redis::*;
 pub use runtime::*;

@@ -1,4 +1,4 @@
-//! Middleware as the data path runs it (IP rules, header transforms, CORS, API keys, rate limits), validated from `[middleware.NAME]` blocks.
+//! Middleware as the data path runs it (IP rules, header transforms, CORS, API keys, JWTs, rate limits), validated from `[middleware.NAME]` blocks.
 
 use http::{HeaderName, HeaderValue, Method};
 use std::fmt;
@@ -18,6 +18,7 @@ pub enum MiddlewareKind {
     Headers(HeaderTransform),
     Cors(Cors),
     ApiKey(ApiKeys),
+    Jwt(Box<crate::jwt::Jwt>),
     RateLimit(RateLimit),
 }
 
@@ -29,6 +30,7 @@ impl MiddlewareKind {
             MiddlewareKind::Headers(_) => "headers",
             MiddlewareKind::Cors(_) => "cors",
             MiddlewareKind::ApiKey(_) => "api_key",
+            MiddlewareKind::Jwt(_) => "jwt",
             MiddlewareKind::RateLimit(_) => "rate_limit",
         }
     }

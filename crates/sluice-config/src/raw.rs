@@ -320,6 +320,57 @@ pub struct MiddlewareConfig {
     pub key: Option<Spanned<String>>,
     pub store: Option<Spanned<String>>,
     pub on_store_error: Option<Spanned<String>>,
+    // jwt (and `hide_credentials`, shared with api_key)
+    pub algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    pub secret: Option<Spanned<String>>,
+    pub public_keys: Option<Spanned<Vec<Spanned<String>>>>,
+    pub jwks_url: Option<Spanned<String>>,
+    pub jwks_ca: Option<Spanned<String>>,
+    pub jwks_refresh: Option<Spanned<String>>,
+    pub jwks_max_stale: Option<Spanned<String>>,
+    pub issuer: Option<Spanned<String>>,
+    pub audience: Option<Spanned<Vec<Spanned<String>>>>,
+    pub leeway: Option<Spanned<String>>,
+    pub token_from: Option<Spanned<Vec<Spanned<String>>>>,
+    pub require_claims: Option<Spanned<BTreeMap<String, Spanned<ClaimValueConfig>>>>,
+    pub require_scopes: Option<Vec<Spanned<String>>>,
+    pub require_roles: Option<Vec<Spanned<String>>>,
+    pub forward_claims: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+}
+
+/// A value a JWT claim must have: text, a whole number or a boolean.
+#[derive(Debug, Clone)]
+pub enum ClaimValueConfig {
+    Text(String),
+    Integer(i64),
+    Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for ClaimValueConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ClaimValueConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a claim value: a string, a whole number or a boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ClaimValueConfig, E> {
+                Ok(ClaimValueConfig::Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ClaimValueConfig, E> {
+                Ok(ClaimValueConfig::Integer(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ClaimValueConfig, E> {
+                i64::try_from(v)
+                    .map(ClaimValueConfig::Integer)
+                    .map_err(|_| E::custom("the number is too large"))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ClaimValueConfig, E> {
+                Ok(ClaimValueConfig::Bool(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `request = { add, set, remove }` or `response = ...` in a `headers` middleware.

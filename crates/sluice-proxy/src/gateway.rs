@@ -197,6 +197,13 @@ impl Gateway {
         }
     }
 
+    /// Starts the JWKS refreshes of jwt middleware that do not run them yet; called once
+    /// the runtime runs, and after every reload. A refresh ends when its key set is no
+    /// longer used (its block changed or went away) or the runtime stops.
+    pub fn start_key_refresh(&self) {
+        self.snapshot().pipelines.start_background();
+    }
+
     /// The configuration new requests use.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()

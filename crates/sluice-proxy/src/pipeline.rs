@@ -13,17 +13,18 @@ pub struct Pipelines {
     stages: Vec<(String, Arc<Stage>)>,
     /// By route index.
     pub routes: Vec<Pipeline>,
-    /// Identity headers some middleware sets (the consumer): removed from every request
-    /// as it arrives, so that a client can never claim an identity on any route.
+    /// Identity headers some middleware sets (the consumer, forwarded JWT claims):
+    /// removed from every request as it arrives, so that a client can never claim an
+    /// identity on any route.
     pub owned_headers: Vec<HeaderName>,
     /// The connection to `[redis]`, shared by every limit counted there.
     redis: Option<Arc<RedisStore>>,
 }
 
 impl Pipelines {
-    /// Builds the pipelines of `config`, carrying rate-limit counters over from
-    /// `previous` for middleware whose name and settings did not change, and the Redis
-    /// connection when `[redis]` did not change.
+    /// Builds the pipelines of `config`, carrying rate-limit counters and JWKS key sets
+    /// over from `previous` for middleware whose name and settings did not change, and the
+    /// Redis connection when `[redis]` did not change.
     pub fn build(config: &Config, previous: Option<&Pipelines>) -> Result<Pipelines, ConfigErrors> {
         let redis = match &config.redis {
             None => None,
@@ -46,12 +47,11 @@ impl Pipelines {
                 let old = previous
                     .and_then(|p| p.stages.iter().find(|(name, _)| *name == m.name))
                     .map(|(_, stage)| stage.as_ref());
-                (
-                    m.name.clone(),
-                    Arc::new(Stage::build(m, old, redis.as_ref())),
-                )
+                let stage = Stage::build(m, old, redis.as_ref(), &config.source)
+                    .map_err(ConfigErrors::single)?;
+                Ok((m.name.clone(), Arc::new(stage)))
             })
-            .collect();
+            .collect::<Result<_, ConfigErrors>>()?;
         let routes = config
             .routes
             .iter()
@@ -66,9 +66,14 @@ impl Pipelines {
             .collect();
         let mut owned_headers: Vec<HeaderName> = Vec::new();
         for m in &config.middleware {
-            if let MiddlewareKind::ApiKey(keys) = &m.kind {
-                if !owned_headers.contains(&keys.consumer_header) {
-                    owned_headers.push(keys.consumer_header.clone());
+            let names: Vec<&HeaderName> = match &m.kind {
+                MiddlewareKind::ApiKey(keys) => vec![&keys.consumer_header],
+                MiddlewareKind::Jwt(jwt) => jwt.forward_claims.iter().map(|(_, h)| h).collect(),
+                _ => Vec::new(),
+            };
+            for name in names {
+                if !owned_headers.contains(name) {
+                    owned_headers.push(name.clone());
                 }
             }
         }
@@ -78,6 +83,16 @@ impl Pipelines {
             owned_headers,
             redis,
         })
+    }
+
+    /// Starts the background work of the stages that have some (JWKS refreshes) and do
+    /// not run it yet; called once the runtime runs, and after every reload.
+    pub fn start_background(&self) {
+        for (_, stage) in &self.stages {
+            if let Stage::Jwt(verifier) = &**stage {
+                verifier.start_refresh();
+            }
+        }
     }
 }
 
@@ -99,6 +114,36 @@ mod tests {
         );
         let config = sluice_config::parse(&text, "t.toml").expect("valid");
         Pipelines::build(&config, previous).expect("pipelines")
+    }
+
+    fn verifier(p: &Pipelines, name: &str) -> Arc<Stage> {
+        let stage = p.stages.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+        Arc::clone(stage.expect(name))
+    }
+
+    #[test]
+    fn a_reload_keeps_a_jwks_while_its_settings_are_unchanged() {
+        let build = |refresh: &str, issuer: &str, previous: Option<&Pipelines>| {
+            let text = format!(
+                "[middleware.auth]\ntype = \"jwt\"\nalgorithms = [\"RS256\"]\n\
+                 jwks_url = \"http://127.0.0.1:9/jwks\"\njwks_refresh = \"{refresh}\"\nissuer = \"{issuer}\"\n\
+                 forward_claims = {{ sub = \"x-user-id\" }}\n"
+            );
+            let config = sluice_config::parse(&text, "t.toml").expect("valid");
+            Pipelines::build(&config, previous).expect("pipelines")
+        };
+        let shares =
+            |a: &Pipelines, b: &Pipelines| match (&*verifier(a, "auth"), &*verifier(b, "auth")) {
+                (Stage::Jwt(a), Stage::Jwt(b)) => a.shares_key_set(b),
+                other => panic!("{other:?}"),
+            };
+        let first = build("5m", "a", None);
+        assert_eq!(first.owned_headers, [HeaderName::from_static("x-user-id")]);
+        // Another issuer is another verifier, on the same keys.
+        let same = build("5m", "b", Some(&first));
+        assert!(shares(&first, &same));
+        let moved = build("1m", "b", Some(&same));
+        assert!(!shares(&same, &moved));
     }
 
     #[test]

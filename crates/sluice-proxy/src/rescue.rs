@@ -59,6 +59,10 @@ pub enum ProxyError {
     },
     #[error("{0}")]
     Forbidden(String),
+    /// A verified bearer token whose claims the route does not accept (RFC 6750
+    /// `insufficient_scope`).
+    #[error("{0}")]
+    InsufficientScope(String),
     #[error("CORS: {0}")]
     CorsRejected(String),
     #[error("rate limit `{limit}` exceeded; retry in {retry_after} s")]
@@ -95,7 +99,9 @@ impl ProxyError {
             | ProxyError::Overloaded(_)
             | ProxyError::RateLimitStoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ProxyError::Forbidden(_) | ProxyError::CorsRejected(_) => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden(_)
+            | ProxyError::InsufficientScope(_)
+            | ProxyError::CorsRejected(_) => StatusCode::FORBIDDEN,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -124,7 +130,7 @@ impl ProxyError {
             ProxyError::ClusterOverloaded { .. } => "cluster_overloaded",
             ProxyError::Overloaded(_) => "overloaded",
             ProxyError::Unauthorized { .. } => "unauthorized",
-            ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::Forbidden(_) | ProxyError::InsufficientScope(_) => "forbidden",
             ProxyError::CorsRejected(_) => "cors_rejected",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::RateLimitStoreUnavailable { .. } => "rate_limit_store_unavailable",
@@ -193,6 +199,12 @@ pub fn rescue(error: &ProxyError, request_id: &str) -> Response<ResponseBody> {
         }
         ProxyError::Unauthorized { challenge, .. } => {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        ProxyError::InsufficientScope(_) => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+            );
         }
         _ => {}
     }

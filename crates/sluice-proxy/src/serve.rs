@@ -50,6 +50,7 @@ pub async fn serve(
         ShutdownWatch { signal, done },
     );
     gateway.start_health_checks();
+    gateway.start_key_refresh();
     let certificates = tokio::spawn(watch_certificates(Arc::clone(&gateway)));
     gateway.set_ready();
     if let Some(started) = control.started.take() {
@@ -146,6 +147,7 @@ fn reload(gateway: &Gateway, accept: &mut AcceptLoops, load: &Loader) -> Result<
     }
     let generation = gateway.apply(config).map_err(|e| e.to_string())?;
     gateway.start_health_checks();
+    gateway.start_key_refresh();
     accept.reconcile(added, &gateway.snapshot().config.server);
     Ok(generation)
 }

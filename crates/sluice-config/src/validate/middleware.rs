@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::time::Duration;
 use toml::Spanned;
 
-const TYPES: &str = "ip, headers, cors, api_key, rate_limit";
+const TYPES: &str = "ip, headers, cors, api_key, jwt, rate_limit";
 
 /// Checks every block; `has_redis` tells whether a `[redis]` table is there for limits
 /// with `store = "redis"`.
@@ -61,6 +61,21 @@ fn keys_set(m: &MiddlewareConfig) -> Vec<(&'static str, Option<Range<usize>>)> {
         ("key", one(&m.key)),
         ("store", one(&m.store)),
         ("on_store_error", one(&m.on_store_error)),
+        ("algorithms", one(&m.algorithms)),
+        ("secret", one(&m.secret)),
+        ("public_keys", one(&m.public_keys)),
+        ("jwks_url", one(&m.jwks_url)),
+        ("jwks_ca", one(&m.jwks_ca)),
+        ("jwks_refresh", one(&m.jwks_refresh)),
+        ("jwks_max_stale", one(&m.jwks_max_stale)),
+        ("issuer", one(&m.issuer)),
+        ("audience", one(&m.audience)),
+        ("leeway", one(&m.leeway)),
+        ("token_from", one(&m.token_from)),
+        ("require_claims", one(&m.require_claims)),
+        ("require_scopes", list(&m.require_scopes)),
+        ("require_roles", list(&m.require_roles)),
+        ("forward_claims", one(&m.forward_claims)),
     ]
     .into_iter()
     .filter_map(|(k, span)| span.map(|s| (k, s)))
@@ -99,6 +114,7 @@ fn one(
             "consumer_header",
             "hide_credentials",
         ],
+        "jwt" => super::jwt::KEYS,
         "rate_limit" => &[
             "algorithm",
             "rate",
@@ -139,6 +155,7 @@ fn one(
         })),
         "cors" => cors(c, m, cfg.span(), key).map(MiddlewareKind::Cors),
         "api_key" => api_key(c, m, cfg.span(), key).map(MiddlewareKind::ApiKey),
+        "jwt" => super::jwt::jwt(c, m, cfg.span(), key).map(|j| MiddlewareKind::Jwt(Box::new(j))),
         _ => rate_limit(c, m, cfg.span(), key, has_redis).map(MiddlewareKind::RateLimit),
     };
     built.filter(|_| c.errors.len() == before)
@@ -178,7 +195,12 @@ const UNTOUCHABLE: [&str; 7] = [
     "trailer",
 ];
 
-fn header_name(c: &mut Checker, name: &str, span: Range<usize>, key: &str) -> Option<HeaderName> {
+pub(super) fn header_name(
+    c: &mut Checker,
+    name: &str,
+    span: Range<usize>,
+    key: &str,
+) -> Option<HeaderName> {
     match HeaderName::from_bytes(name.as_bytes()) {
         Ok(h) if UNTOUCHABLE.contains(&h.as_str()) => {
             c.fail(
@@ -575,12 +597,10 @@ fn parse_limit_key(text: &str) -> Result<LimitKey, String> {
         None if text == "ip" => LimitKey::Ip,
         None if text == "route" => LimitKey::Route,
         None if text == "consumer" => LimitKey::Consumer,
-        Some(("header", name)) => LimitKey::Header(HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?),
-        Some(("claim", _)) => {
-            return Err(format!(
-                "`{text}` counts per JWT claim, which needs a jwt middleware; jwt is not available in this version"
-            ))
+        Some(("header", name)) => {
+            LimitKey::Header(HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?)
         }
+        Some(("claim", name)) if !name.is_empty() => LimitKey::Claim(name.to_string()),
         _ => return Err(bad()),
     })
 }
@@ -638,6 +658,19 @@ pub(super) fn attach(
                 .any(|&m| matches!(all[m].kind, MiddlewareKind::ApiKey(_)))
             {
                 c.fail(name.span(), &k, format!("rate limit `{}` counts per consumer, so an api_key middleware must come before it", name.get_ref()));
+            }
+        }
+        // One keyed on a claim needs a verified token first.
+        if let MiddlewareKind::RateLimit(RateLimit {
+            key: LimitKey::Claim(claim),
+            ..
+        }) = &all[index].kind
+        {
+            if !out
+                .iter()
+                .any(|&m| matches!(all[m].kind, MiddlewareKind::Jwt(_)))
+            {
+                c.fail(name.span(), &k, format!("rate limit `{}` counts per claim `{claim}`, so a jwt middleware must come before it", name.get_ref()));
             }
         }
         out.push(index);

@@ -3,6 +3,7 @@
 //! beside it.
 
 mod cluster;
+mod jwt;
 mod middleware;
 mod redis;
 mod resilience;

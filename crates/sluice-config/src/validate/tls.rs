@@ -18,7 +18,7 @@ fn path(base: &Path, text: &str) -> PathBuf {
 }
 
 /// Checks that `text` names a readable file.
-fn readable(c: &mut Checker, base: &Path, text: &Spanned<String>, key: &str) -> PathBuf {
+pub(super) fn readable(c: &mut Checker, base: &Path, text: &Spanned<String>, key: &str) -> PathBuf {
     let p = path(base, text.get_ref());
     if let Err(e) = std::fs::metadata(&p).and_then(|m| {
         if m.is_file() {

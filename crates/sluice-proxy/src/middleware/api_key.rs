@@ -111,7 +111,7 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// The percent-decoded value of query parameter `name`.
-fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
+pub(super) fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then(|| percent_decode(v))
@@ -143,7 +143,7 @@ fn percent_decode(text: &str) -> Vec<u8> {
 }
 
 /// `uri` without query parameter `name`, so the key never reaches the target.
-fn without_query_param(uri: &Uri, name: &str) -> Uri {
+pub(super) fn without_query_param(uri: &Uri, name: &str) -> Uri {
     let Some(query) = uri.query() else {
         return uri.clone();
     };

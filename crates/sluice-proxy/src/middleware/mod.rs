@@ -4,6 +4,7 @@ pub mod api_key;
 pub mod cors;
 pub mod headers;
 pub mod ip;
+pub mod jwt;
 pub mod rate_limit;
 
 use crate::body::ResponseBody;
@@ -12,7 +13,7 @@ use crate::rescue::ProxyError;
 use http::header::HeaderMap;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response};
-use sluice_config::{Cidr, Middleware, MiddlewareKind, Piece, Template};
+use sluice_config::{Cidr, ConfigError, Middleware, MiddlewareKind, Piece, Template};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -23,27 +24,37 @@ pub enum Stage {
     Headers(sluice_config::HeaderTransform),
     Cors(sluice_config::Cors),
     ApiKey(api_key::Keys),
+    Jwt(Box<jwt::Verifier>),
     RateLimit(Arc<rate_limit::Limiter>),
 }
 
 impl Stage {
-    /// Builds `m`, keeping the state (rate-limit counters) of `previous` when it is the
-    /// same middleware with the same settings. `redis` is the gateway's Redis store.
+    /// Builds `m`, keeping the state (rate-limit counters, a JWKS) of `previous` when it
+    /// is the same middleware with the same settings. `redis` is the gateway's Redis
+    /// store; `file` names the configuration in errors (key files that do not load).
     pub fn build(
         m: &Middleware,
         previous: Option<&Stage>,
         redis: Option<&Arc<rate_limit::redis::RedisStore>>,
-    ) -> Stage {
-        match &m.kind {
+        file: &str,
+    ) -> Result<Stage, ConfigError> {
+        Ok(match &m.kind {
             MiddlewareKind::Ip(rules) => Stage::Ip(rules.clone()),
             MiddlewareKind::Headers(t) => Stage::Headers(t.clone()),
             MiddlewareKind::Cors(c) => Stage::Cors(c.clone()),
             MiddlewareKind::ApiKey(k) => Stage::ApiKey(api_key::Keys::new(k)),
+            MiddlewareKind::Jwt(j) => {
+                let old = match previous {
+                    Some(Stage::Jwt(old)) => Some(&**old),
+                    _ => None,
+                };
+                Stage::Jwt(Box::new(jwt::Verifier::new(&m.name, j, old, file)?))
+            }
             MiddlewareKind::RateLimit(limit) => Stage::RateLimit(match previous {
                 Some(Stage::RateLimit(old)) if old.can_keep(limit, redis) => Arc::clone(old),
                 _ => Arc::new(rate_limit::Limiter::new(&m.name, limit.clone(), redis)),
             }),
-        }
+        })
     }
 }
 
@@ -53,6 +64,8 @@ impl Stage {
 pub struct RequestState {
     pub client_ip: Option<IpAddr>,
     pub consumer: Option<Arc<str>>,
+    /// The claims of the token a `jwt` middleware verified.
+    pub claims: Option<jwt::Claims>,
     /// How many stages ran: their response hooks run, last first.
     ran: usize,
     /// The `Access-Control-Allow-Origin` to answer with.
@@ -85,11 +98,22 @@ pub fn fill(
             Piece::RequestId => out.push_str(request_id.to_str().unwrap_or("")),
             Piece::Route => out.push_str(route),
             Piece::Consumer => out.push_str(state.consumer.as_deref().unwrap_or("")),
-            Piece::Claim(_) => {}
+            Piece::Claim(name) => {
+                if let Some(text) = state.claims.as_ref().and_then(|c| c.text(name)) {
+                    out.push_str(&text);
+                }
+            }
         }
     }
-    out.retain(|c| !c.is_control());
-    HeaderValue::from_str(&out).unwrap_or(HeaderValue::from_static(""))
+    header_value(&out).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// `text` as a header value, without its control characters, so that nothing a client
+/// or a token says can end a header line. UTF-8 is kept as it is.
+pub fn header_value(text: &str) -> Option<HeaderValue> {
+    let mut clean = text.to_string();
+    clean.retain(|c| !c.is_control());
+    HeaderValue::from_bytes(clean.as_bytes()).ok()
 }
 
 /// The client's address: the TCP peer, unless the peer is a trusted proxy; then the
@@ -168,6 +192,7 @@ impl Pipeline {
                     }
                 }
                 Stage::ApiKey(keys) => keys.check(parts, state)?,
+                Stage::Jwt(verifier) => verifier.check(parts, state).await?,
                 Stage::RateLimit(limiter) => limiter.check(parts, state, cx).await?,
             }
         }
@@ -182,7 +207,7 @@ impl Pipeline {
                 Stage::Headers(t) => headers::apply(&t.response, headers, state, cx),
                 Stage::Cors(cors) => cors::respond(cors, headers, state),
                 Stage::RateLimit(_) => rate_limit::respond(headers, state),
-                Stage::Ip(_) | Stage::ApiKey(_) => {}
+                Stage::Ip(_) | Stage::ApiKey(_) | Stage::Jwt(_) => {}
             }
         }
     }

@@ -72,7 +72,7 @@ fn roots(tls: &UpstreamTls) -> Result<Arc<RootCertStore>, String> {
 }
 
 /// The operating system's trusted CAs, read once.
-fn system_roots() -> Result<Arc<RootCertStore>, String> {
+pub(crate) fn system_roots() -> Result<Arc<RootCertStore>, String> {
     static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
     ROOTS
         .get_or_init(|| {

@@ -26,6 +26,7 @@ impl From<KeyRef<'_>> for Key {
         match key {
             KeyRef::Ip(ip) => Key::Ip(ip),
             KeyRef::Text(t) => Key::Text(Box::from(t)),
+            KeyRef::Owned(t) => Key::Text(t.into_boxed_slice()),
             KeyRef::Missing => Key::Missing,
         }
     }

@@ -1,4 +1,4 @@
-//! `type = "rate_limit"`: token buckets or sliding windows per client address, header, consumer or route, counted in memory or in Redis.
+//! `type = "rate_limit"`: token buckets or sliding windows per client address, header, consumer, JWT claim or route, counted in memory or in Redis.
 
 mod memory;
 pub mod redis;
@@ -9,6 +9,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use redis::{RedisCounts, RedisStore};
 use sluice_config::{LimitKey, OnStoreError, RateLimit, Store};
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -25,10 +26,12 @@ pub struct Verdict {
 }
 
 /// What a request is counted under, borrowed from the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum KeyRef<'a> {
     Ip(IpAddr),
     Text(&'a [u8]),
+    /// A number or boolean claim, written out.
+    Owned(Vec<u8>),
     /// The request has no value for the key (no such header, a Unix-socket client):
     /// such requests share one count.
     Missing,
@@ -124,7 +127,11 @@ impl Limiter {
                 .as_deref()
                 .map_or(KeyRef::Missing, |c| KeyRef::Text(c.as_bytes())),
             LimitKey::Route => KeyRef::Text(cx.route.as_bytes()),
-            LimitKey::Claim(_) => KeyRef::Missing,
+            LimitKey::Claim(name) => match state.claims.as_ref().and_then(|c| c.text(name)) {
+                Some(Cow::Borrowed(text)) => KeyRef::Text(text.as_bytes()),
+                Some(Cow::Owned(text)) => KeyRef::Owned(text.into_bytes()),
+                None => KeyRef::Missing,
+            },
         }
     }
 }
@@ -283,5 +290,19 @@ mod tests {
         assert_eq!(key(&l), KeyRef::Text(b"r1"));
         l.key = LimitKey::Consumer;
         assert_eq!(key(&l), KeyRef::Missing);
+        l.key = LimitKey::Claim("sub".into());
+        assert_eq!(key(&l), KeyRef::Missing, "no token verified");
+        let claims = serde_json::json!({"sub": "alice", "uid": 7});
+        let state = RequestState {
+            claims: claims
+                .as_object()
+                .cloned()
+                .map(super::super::jwt::Claims::new),
+            ..RequestState::default()
+        };
+        let key = |l: &RateLimit| limiter(l).key(&parts, &state, &cx);
+        assert_eq!(key(&l), KeyRef::Text(b"alice"));
+        l.key = LimitKey::Claim("uid".into());
+        assert_eq!(key(&l), KeyRef::Owned(b"7".to_vec()));
     }
 }

@@ -215,8 +215,8 @@ impl RedisCounts {
     }
 }
 
-/// `prefix` then the key: an address as text, header, consumer and route values as
-/// they are; nothing for requests without a value.
+/// `prefix` then the key: an address as text, header, consumer, claim and route values
+/// as they are; nothing for requests without a value.
 fn redis_key(prefix: &[u8], key: KeyRef<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + 40);
     out.extend_from_slice(prefix);
@@ -226,6 +226,7 @@ fn redis_key(prefix: &[u8], key: KeyRef<'_>) -> Vec<u8> {
             let _ = write!(out, "{ip}");
         }
         KeyRef::Text(t) => out.extend_from_slice(t),
+        KeyRef::Owned(t) => out.extend_from_slice(&t),
         KeyRef::Missing => {}
     }
     out
