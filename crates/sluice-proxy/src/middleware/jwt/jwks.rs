@@ -79,13 +79,28 @@ impl Jwks {
     /// The keys to check a token with `kid` against. With no keys younger than
     /// `jwks_max_stale`, or none with this `kid`, the set is fetched first: once for
     /// every request waiting, and at most once per cooldown. `None`: no usable keys.
-    pub async fn keys(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
-        let seen = self.fetches.load(Ordering::Acquire);
-        if let Some(set) = self.usable() {
-            if kid.is_none_or(|k| set.has_kid(k)) {
-                return Some(set);
-            }
+    /// (The verifier calls its two halves, to box only the fetch.)
+    #[cfg(test)]
+    async fn keys(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
+        match self.cached(kid) {
+            Ok(set) => Some(set),
+            Err(seen) => self.fetched(seen).await,
         }
+    }
+
+    /// The keys in memory when they serve a token with `kid`; otherwise how many fetches
+    /// had finished, for [`Jwks::fetched`].
+    pub fn cached(&self, kid: Option<&str>) -> Result<Arc<KeySet>, u64> {
+        let seen = self.fetches.load(Ordering::Acquire);
+        match self.usable() {
+            Some(set) if kid.is_none_or(|k| set.has_kid(k)) => Ok(set),
+            _ => Err(seen),
+        }
+    }
+
+    /// The keys after a fetch (or after the one that finished since `seen`, or right
+    /// away within the cooldown).
+    pub async fn fetched(&self, seen: u64) -> Option<Arc<KeySet>> {
         self.fetch_on_demand(seen).await;
         self.usable()
     }

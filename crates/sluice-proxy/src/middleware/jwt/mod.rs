@@ -175,10 +175,14 @@ impl Verifier {
             // Files and secrets have no key ids: every key that fits the algorithm is tried.
             Keys::Fixed(keys) => (keys, false),
             Keys::Jwks(jwks) => {
-                // Boxed so that the pipeline's future stays small when no fetch is needed.
-                set = Box::pin(jwks.keys(header.kid.as_deref()))
-                    .await
-                    .ok_or("the signing keys are not available (the JWKS cannot be fetched)")?;
+                set = match jwks.cached(header.kid.as_deref()) {
+                    Ok(set) => set,
+                    // Boxed so that the pipeline's future stays small for the requests
+                    // that need no fetch.
+                    Err(seen) => Box::pin(jwks.fetched(seen))
+                        .await
+                        .ok_or("the signing keys are not available (the JWKS cannot be fetched)")?,
+                };
                 (&set.keys, header.kid.is_some())
             }
         };
