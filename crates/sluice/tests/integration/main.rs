@@ -13,6 +13,7 @@ mod curl;
 mod errors;
 mod h2_hardening;
 mod hardening;
+mod idp;
 mod jwt;
 mod lifecycle;
 mod middleware;
