@@ -3,14 +3,16 @@
 use serde_json::{Map, Value};
 use sluice_config::{ClaimValue, Jwt};
 use std::borrow::Cow;
+use std::sync::Arc;
 
-/// The claims of a token whose signature, times, issuer and audience checked out.
+/// The claims of a token whose signature, times, issuer and audience checked out; shared,
+/// so a token verified once serves later requests without copying them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Claims(Map<String, Value>);
+pub struct Claims(Arc<Map<String, Value>>);
 
 impl Claims {
     pub fn new(claims: Map<String, Value>) -> Claims {
-        Claims(claims)
+        Claims(Arc::new(claims))
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {

@@ -1,6 +1,7 @@
 //! `type = "jwt"`: verifies a signed token against the configured keys and allow-list of algorithms, checks its times, issuer and audience, then the route's claim rules, and passes selected claims on.
 
 mod claims;
+mod crypto;
 mod fetch;
 mod jwks;
 mod keys;
@@ -19,7 +20,10 @@ use jwks::Jwks;
 use keys::VerifyKey;
 use serde_json::{Map, Value};
 use sluice_config::{ConfigError, Jwt, JwtAlgorithm, JwtKeys};
-use std::sync::Arc;
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// RFC 6750: the challenge for a token that does not check out...
@@ -42,6 +46,8 @@ pub struct Verifier {
     keys: Keys,
     /// The allowed algorithms, each with the checks a token signed with it goes through.
     validations: Vec<(Algorithm, Validation)>,
+    /// Tokens whose signature already checked out.
+    verified: Verified,
 }
 
 impl Verifier {
@@ -54,6 +60,7 @@ impl Verifier {
         previous: Option<&Verifier>,
         file: &str,
     ) -> Result<Verifier, ConfigError> {
+        crypto::install();
         let fail = |key: &str, message: String| {
             ConfigError::new(
                 file,
@@ -110,7 +117,18 @@ impl Verifier {
             config: config.clone(),
             keys,
             validations,
+            verified: Verified::default(),
         })
+    }
+
+    /// Which key set verifies tokens now: a token verified with another is checked again.
+    fn key_set_id(&self) -> usize {
+        match &self.keys {
+            Keys::Fixed(_) => 0,
+            Keys::Jwks(jwks) => jwks
+                .cached(None)
+                .map_or(usize::MAX, |set| Arc::as_ptr(&set) as usize),
+        }
     }
 
     /// Whether both verify with the very same JWKS key set (kept by a reload).
@@ -138,13 +156,26 @@ impl Verifier {
                 detail: "no bearer token in the request",
             });
         };
-        let claims = self
-            .verify(&token)
-            .await
-            .map_err(|detail| ProxyError::Unauthorized {
-                challenge: INVALID_TOKEN,
-                detail,
-            })?;
+        let set = self.key_set_id();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let claims = match self.verified.get(&token, set, now) {
+            Some(claims) => claims,
+            None => {
+                let claims =
+                    self.verify(&token)
+                        .await
+                        .map_err(|detail| ProxyError::Unauthorized {
+                            challenge: INVALID_TOKEN,
+                            detail,
+                        })?;
+                if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
+                    self.verified.put(&token, claims.clone(), exp, set);
+                }
+                claims
+            }
+        };
         if let Some(why) = claims::refusal(&self.config, &claims) {
             return Err(ProxyError::InsufficientScope(why));
         }
@@ -239,6 +270,72 @@ impl Verifier {
             Some(_) => return Err("the token's iat is not a number"),
         }
         Ok(Claims::new(claims))
+    }
+}
+
+/// Tokens verified lately, by their text: a client sends the same token with request after
+/// request, and checking an RSA signature costs more than proxying the request. A token is
+/// served from here only until its `exp`, and only while the key set that verified it is
+/// the current one; the route's claim rules run on every request all the same.
+#[derive(Debug)]
+struct Verified {
+    shards: Box<[Mutex<Tokens>]>,
+    hasher: RandomState,
+}
+
+/// One shard: verified tokens by their text.
+type Tokens = HashMap<Box<str>, Entry>;
+
+#[derive(Debug)]
+struct Entry {
+    claims: Claims,
+    exp: f64,
+    set: usize,
+}
+
+const SHARDS: usize = 16;
+/// Tokens kept per shard (4,096 in all); a full shard drops its expired tokens, or all.
+const PER_SHARD: usize = 256;
+
+impl Default for Verified {
+    fn default() -> Self {
+        Verified {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Verified {
+    fn shard(&self, token: &str) -> std::sync::MutexGuard<'_, Tokens> {
+        let i = self.hasher.hash_one(token) as usize % SHARDS;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, token: &str, set: usize, now: f64) -> Option<Claims> {
+        let mut shard = self.shard(token);
+        let entry = shard.get(token)?;
+        if entry.exp > now && entry.set == set {
+            return Some(entry.claims.clone());
+        }
+        shard.remove(token);
+        None
+    }
+
+    fn put(&self, token: &str, claims: Claims, exp: f64, set: usize) {
+        let mut shard = self.shard(token);
+        if shard.len() >= PER_SHARD {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            shard.retain(|_, e| e.exp > now);
+            if shard.len() >= PER_SHARD {
+                shard.clear();
+            }
+        }
+        shard.insert(Box::from(token), Entry { claims, exp, set });
     }
 }
 

@@ -292,3 +292,30 @@ fn token_headers_are_read_before_any_key() {
     assert!(h(r#"{"alg":"RS256","kid":7}"#).is_err());
     assert!(h(r#"["alg"]"#).is_err());
 }
+
+#[test]
+fn verified_tokens_are_served_until_exp_and_only_for_the_same_key_set() {
+    let verified = Verified::default();
+    let claims = Claims::new(serde_json::Map::new());
+    verified.put("token-a", claims.clone(), 1_000.0, 7);
+    assert_eq!(verified.get("token-a", 7, 999.0), Some(claims.clone()));
+    assert_eq!(verified.get("token-b", 7, 999.0), None, "another token");
+    assert_eq!(verified.get("token-a", 8, 999.0), None, "another key set");
+    assert_eq!(
+        verified.get("token-a", 7, 999.0),
+        None,
+        "dropped once it missed"
+    );
+    verified.put("token-a", claims.clone(), 1_000.0, 7);
+    assert_eq!(verified.get("token-a", 7, 1_000.0), None, "expired");
+    // A full shard makes room instead of growing.
+    for i in 0..PER_SHARD * SHARDS * 2 {
+        verified.put(&format!("t{i}"), claims.clone(), f64::MAX, 0);
+    }
+    let kept: usize = verified
+        .shards
+        .iter()
+        .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
+        .sum();
+    assert!(kept <= PER_SHARD * SHARDS, "{kept}");
+}
