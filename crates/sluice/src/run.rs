@@ -38,7 +38,7 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    init_logging(args.log_format);
+    let _log = init_logging(args.log_format);
     let gateway = match load(args.config.as_deref()).and_then(Gateway::new) {
         Ok(gateway) => gateway,
         Err(errors) => {
@@ -323,16 +323,28 @@ async fn watch_file(path: PathBuf, reloader: Reloader) {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs (the access log included) go to stdout through a writer thread that writes them
+/// in batches: one `write` per batch rather than one per request. Nothing is dropped: a
+/// request waits if the writer falls far behind. The returned guard flushes what is left
+/// when the process ends.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("sluice-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.init(),
     }
+    guard
 }
