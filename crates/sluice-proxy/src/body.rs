@@ -129,19 +129,18 @@ impl RequestRecord {
             })
             .observe(elapsed.as_secs_f64());
         if self.access_log {
-            tracing::info!(
-                target: "sluice::access",
-                method = %self.method,
-                path = %self.path,
-                route = %self.route,
-                status = self.status.as_u16(),
-                upstream = self.target.as_deref().unwrap_or("-"),
-                consumer = self.consumer.as_deref().unwrap_or("-"),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                bytes = self.bytes,
-                request_id = self.request_id.to_str().unwrap_or(""),
+            crate::access_log::write(&crate::access_log::Line {
+                method: self.method.as_str(),
+                path: &self.path,
+                route: &self.route,
+                status: self.status.as_u16(),
+                upstream: self.target.as_deref().unwrap_or("-"),
+                consumer: self.consumer.as_deref().unwrap_or("-"),
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                bytes: self.bytes,
+                request_id: self.request_id.to_str().unwrap_or(""),
                 complete,
-            );
+            });
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Sluice data path, in request order: listener -> protocol -> router -> lifecycle
 //! (the request's whole life in one function) -> cluster (balancer) -> upstream.
 
+pub mod access_log;
 pub mod body;
 pub mod cluster;
 pub mod counted;

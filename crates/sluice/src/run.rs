@@ -338,6 +338,15 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             64 * 1024,
             std::io::stdout(),
         ));
+    // Access-log lines are formatted by the data path and go to the same writer.
+    let style = match format {
+        LogFormat::Json => sluice_proxy::access_log::Style::Json,
+        LogFormat::Pretty => sluice_proxy::access_log::Style::Pretty,
+    };
+    let access = writer.clone();
+    sluice_proxy::access_log::install(style, move |line| {
+        let _ = std::io::Write::write_all(&mut access.clone(), line);
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
