@@ -6,7 +6,7 @@ pub mod balance;
 pub mod breaker;
 pub mod health;
 pub mod outlier;
-mod sticky;
+pub(crate) mod sticky;
 
 use crate::counted::Counted;
 use crate::rescue::ProxyError;

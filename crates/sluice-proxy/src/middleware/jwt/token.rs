@@ -1,6 +1,7 @@
 //! Where a token is found (the `Authorization: Bearer` header, another header, a cookie or a query parameter) and how it is removed before the request goes on.
 
 use super::super::api_key::{query_param, without_query_param};
+use crate::cluster::sticky::cookie;
 use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
@@ -46,19 +47,6 @@ fn bearer(value: &str, required: bool) -> Option<&str> {
         _ if required => None,
         _ => Some(value),
     }
-}
-
-/// The cookie `name` from the `Cookie` headers (HTTP/2 clients may send several).
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v.trim_matches('"'))
-        })
 }
 
 fn without_cookie(headers: &mut HeaderMap, name: &str) {
