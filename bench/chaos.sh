@@ -31,10 +31,8 @@
 # Needs nginx and wrk (Debian: nginx-light wrk); installs them when missing. The proxy
 # under test is pinned to CPU 0; origins and the load generator to the other CPUs.
 set -euo pipefail
-
-# Resolve SLUICE against the caller's directory before moving to the repository root.
-if [ -n "${SLUICE:-}" ]; then SLUICE=$(realpath -- "$SLUICE"); fi
-cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-30s}
 ROUNDS=${ROUNDS:-3}
@@ -61,19 +59,10 @@ if ! awk -v d="$DURATION_S" -v k="$KILL_AT" -v r="$RESTART_AT" 'BEGIN { exit !(d
   echo "chaos.sh: need 0 < KILL_AT ($KILL_AT) < RESTART_AT ($RESTART_AT) < DURATION ($DURATION)" >&2; usage
 fi
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
+bench_tools nginx:nginx-light wrk:wrk
 
-if [ -z "${SLUICE:-}" ]; then
-  SLUICE=target/release/sluice
-  [ -x "$SLUICE" ] || cargo build --release -p sluice -q
-fi
-[ -x "$SLUICE" ] || { echo "chaos.sh: no Sluice binary at $SLUICE" >&2; exit 1; }
+bench_sluice
 
-PROXY_CPU=0
-OTHER_CPUS=$(( $(nproc) > 1 ? 1 : 0 ))-$(( $(nproc) - 1 ))
 work=$(mktemp -d)
 pids=()
 wrk_pid=
@@ -95,22 +84,7 @@ trap cleanup EXIT
 
 origin_port() { echo $((ORIGIN_PORT + $1 - 1)); }
 for i in 1 2 3; do
-  mkdir -p "$work/origin$i"
-  cat > "$work/origin$i/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $work/origin$i/error.log warn;
-pid $work/origin$i/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$(origin_port "$i");
-    location / { return 200 "hello from origin $i, a small JSON-sized answer\n"; }
-  }
-}
-CONF
+  nginx_origin "$work/origin$i" "$(origin_port "$i")" "hello from origin $i, a small JSON-sized answer"
 done
 
 mkdir -p "$work/proxy"
@@ -237,7 +211,6 @@ recover() {
 
 now() { date +%s.%N; }
 sleep_until() { local left; left=$(awk -v t="$1" -v n="$(now)" 'BEGIN { d = t - n; printf "%.3f", (d > 0 ? d : 0) }'); sleep "$left"; }
-to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v=v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v=v*1000 }; printf "%.3f", v }'; }
 
 # One run against a proxy: wrk for DURATION; origin VICTIM killed at KILL_AT and started
 # again at RESTART_AT. Appends to the results: proxy round requests errors rate% req/s p50
@@ -273,7 +246,6 @@ run_chaos() { # proxy-name round port
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$SLUICE_PORT/" >/dev/null 2>&1
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 : > "$work/results"
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 )); then order="nginx sluice"; else order="sluice nginx"; fi

@@ -12,8 +12,8 @@
 # wrk to the other CPUs. The token is minted by PyJWT with a fresh RSA key; the rate limit is
 # high enough never to refuse, so every request pays for counting, not for refusing.
 set -euo pipefail
-if [ -n "${SLUICE:-}" ]; then SLUICE=$(realpath -- "$SLUICE"); fi
-cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-5}
@@ -23,21 +23,13 @@ ORIGIN_PORT=${ORIGIN_PORT:-19180}
 NGINX_PORT=${NGINX_PORT:-19181}
 SLUICE_PORT=${SLUICE_PORT:-19182}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need openssl; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk openssl >/dev/null
-fi
+bench_tools nginx:nginx-light wrk:wrk openssl:openssl
 if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
   python3 -m pip install --quiet pyjwt cryptography || python3 -m pip install --quiet --break-system-packages pyjwt cryptography
 fi
 
-if [ -z "${SLUICE:-}" ]; then
-  cargo build --release -p sluice -q
-  SLUICE=target/release/sluice
-fi
+bench_sluice
 
-PROXY_CPU=0
-OTHER_CPUS=$(( $(nproc) > 1 ? 1 : 0 ))-$(( $(nproc) - 1 ))
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -54,19 +46,8 @@ print(jwt.encode(claims, key, algorithm="RS256"))
 PY
 )
 
-mkdir -p "$work/origin" "$work/proxy"
-cat > "$work/origin/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $work/origin/error.log warn;
-pid $work/origin/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$ORIGIN_PORT; location / { return 200 "hello from the origin, a small JSON-sized answer\n"; } }
-}
-CONF
+nginx_origin "$work/origin" "$ORIGIN_PORT" "hello from the origin, a small JSON-sized answer"
+mkdir -p "$work/proxy"
 cat > "$work/proxy/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -138,12 +119,10 @@ for _ in $(seq 100); do curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SLUICE_PORT/")" = 401 ] || { echo "edge.sh: a request without a token was not refused" >&2; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$SLUICE_PORT/")" = 200 ] || { echo "edge.sh: the token was refused" >&2; tail -5 "$work/sluice.log" >&2; exit 1; }
 
-to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v=v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v=v*1000 }; printf "%.3f", v }'; }
 run_wrk() {
   local out; out=$(taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$1/bench" 2>&1)
   echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="50%" {print $2}' <<<"$out" | to_ms) $(awk '$1=="99%" {print $2}' <<<"$out" | to_ms) $(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' <<<"$out")"
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$SLUICE_PORT/" >/dev/null 2>&1
@@ -156,7 +135,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 pick() { awk -v w="$1" -v c="$2" '$1 == w { print $c }' "$work/results" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 s_rps=$(pick sluice 2); n_rps=$(pick nginx 2)
 
 : > "$work/paired"

@@ -13,7 +13,8 @@
 # when missing. The proxy under test is pinned to CPU 0; origin and load generator to
 # the other CPUs, so both proxies get the same single core.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-5}
@@ -25,40 +26,17 @@ NGINX_PORT=${NGINX_PORT:-18081}
 SLUICE_PORT=${SLUICE_PORT:-18082}
 SLUICE_ADMIN=${SLUICE_ADMIN:-18083}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need h2load; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk nghttp2-client >/dev/null
-fi
+bench_tools nginx:nginx-light wrk:wrk h2load:nghttp2-client
 
-PROXY_CPU=0
-OTHER_CPUS=$(( $(nproc) > 1 ? 1 : 0 ))-$(( $(nproc) - 1 ))
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# SLUICE=path/to/sluice measures that binary; otherwise the release build of this tree.
-if [ -z "${SLUICE:-}" ]; then
-  cargo build --release -p sluice -q
-  SLUICE=target/release/sluice
-fi
+bench_sluice
 
-mkdir -p "$work/origin" "$work/proxy"
-cat > "$work/origin/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $work/origin/error.log warn;
-pid $work/origin/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT;
-    location / { return 200 "hello from the origin, a small JSON-sized answer\n"; }
-  }
-}
-CONF
+nginx_origin "$work/origin" "$ORIGIN_PORT" "hello from the origin, a small JSON-sized answer"
+mkdir -p "$work/proxy"
 
 cat > "$work/proxy/nginx.conf" <<CONF
 worker_processes 1;
@@ -105,7 +83,7 @@ CONF
 
 taskset -c "$OTHER_CPUS" nginx -c "$work/origin/nginx.conf" -p "$work/origin" 2>/dev/null & pids+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" 2>/dev/null & pids+=($!)
-taskset -c "$PROXY_CPU" "$SLUICE" run -c "$work/sluice.toml" >"$work/sluice.log" 2>&1 & sluice_pid=$!; pids+=($sluice_pid)
+taskset -c "$PROXY_CPU" "$SLUICE" run -c "$work/sluice.toml" >"$work/sluice.log" 2>&1 & sluice_pid=$!; pids+=("$sluice_pid")
 
 for port in $ORIGIN_PORT $NGINX_PORT $SLUICE_PORT; do
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -116,7 +94,6 @@ nginx_worker() { pgrep -P "$(cat "$work/proxy/nginx.pid")" | head -1; }
 sluice_idle_rss=$(rss_kb "$sluice_pid")
 
 # wrk: "Requests/sec: N" and the latency distribution lines "50% 1.2ms".
-to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v=v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v=v*1000 }; printf "%.3f", v }'; }
 run_wrk() {
   local out; out=$(taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$1/bench" 2>&1)
   local rps p50 p99 errs
@@ -139,7 +116,6 @@ run_h2load() {
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$SLUICE_PORT/" >/dev/null 2>&1
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 : > "$work/results"
 # All HTTP/1.1 rounds first, then all HTTP/2 rounds: h2load's 500 concurrent streams
 # grow both proxies' upstream pools, which would otherwise colour the next wrk run.
@@ -168,7 +144,6 @@ n1_err=$(errs nginx h1); s1_err=$(errs sluice h1); n2_err=$(errs nginx h2); s2_e
 sluice_rss=$(rss_kb "$sluice_pid")
 nginx_rss=$(rss_kb "$(nginx_worker)")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
 echo "Sluice vs nginx, one worker each on CPU $PROXY_CPU; $CONNS connections; median of $ROUNDS rounds of $DURATION"
 echo
