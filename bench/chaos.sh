@@ -19,8 +19,8 @@
 # Errors are wrk's "Non-2xx or 3xx responses" plus its socket errors (connect, read,
 # write, timeout). An error rate of 0 means every failure was hidden by a retry.
 #
-# SLUICE is the binary under test (default target/release/sluice, built with cargo when
-# SLUICE is unset and it is missing). Sluice's log is kept in /tmp/chaos-sluice.log and
+# SLUICE is the binary under test (default: the release build of this tree, built or found
+# up to date with cargo). Sluice's log is kept in /tmp/chaos-sluice.log and
 # the nginx proxy's error log in /tmp/chaos-nginx-error.log.
 #
 # Shared machines are noisy: each round runs nginx and Sluice back to back (alternating

@@ -14,6 +14,7 @@ use http::header::HeaderMap;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Response};
 use sluice_config::{Cidr, ConfigError, Middleware, MiddlewareKind, Piece, Template};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -92,7 +93,7 @@ pub fn fill(
             Piece::Text(t) => out.push_str(t),
             Piece::ClientIp => {
                 if let Some(ip) = state.client_ip {
-                    out.push_str(&ip.to_string());
+                    let _ = write!(out, "{ip}");
                 }
             }
             Piece::RequestId => out.push_str(request_id.to_str().unwrap_or("")),
@@ -111,6 +112,9 @@ pub fn fill(
 /// `text` as a header value, without its control characters, so that nothing a client
 /// or a token says can end a header line. UTF-8 is kept as it is.
 pub fn header_value(text: &str) -> Option<HeaderValue> {
+    if !text.chars().any(char::is_control) {
+        return HeaderValue::from_bytes(text.as_bytes()).ok();
+    }
     let mut clean = text.to_string();
     clean.retain(|c| !c.is_control());
     HeaderValue::from_bytes(clean.as_bytes()).ok()
