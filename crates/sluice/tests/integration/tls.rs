@@ -145,6 +145,34 @@ fn proxy_to(origin: &Origin) -> String {
     )
 }
 
+/// A gateway whose TLS listener serves one certificate for `a.test`, with `more` in
+/// `[server.tls]`, in front of an echo origin.
+struct OneSite {
+    pki: Pki,
+    port: u16,
+    gw: Gateway,
+    _origin: Origin,
+}
+
+async fn one_site(more: &str) -> OneSite {
+    let origin = Origin::echo("app").await;
+    let pki = Pki::new(&scratch_dir());
+    let a = pki.issue("a", "a.test", &["a.test"], false);
+    let port = free_port();
+    let gw = Gateway::start_with(&tls_lines(port, &[a], more), &proxy_to(&origin)).await;
+    OneSite {
+        pki,
+        port,
+        gw,
+        _origin: origin,
+    }
+}
+
+/// curl's exit code for an HTTPS request to `a.test`: `Some(0)` when it was answered.
+async fn https_answers(port: u16, pki: &Pki) -> Option<i32> {
+    curl(port, pki, "a.test", "/", &["-o", "/dev/null"]).await.0
+}
+
 #[tokio::test]
 async fn certificates_are_chosen_by_sni_with_alpn_and_both_tls_versions() {
     let origin = Origin::echo("app").await;
@@ -195,28 +223,19 @@ async fn certificates_are_chosen_by_sni_with_alpn_and_both_tls_versions() {
 
 #[tokio::test]
 async fn tls13_only_refuses_tls12_clients() {
-    let origin = Origin::echo("app").await;
-    let dir = scratch_dir();
-    let pki = Pki::new(&dir);
-    let a = pki.issue("a", "a.test", &["a.test"], false);
-    let port = free_port();
-    let _gw = Gateway::start_with(
-        &tls_lines(port, &[a], "min_version = \"1.3\""),
-        &proxy_to(&origin),
-    )
-    .await;
+    let OneSite {
+        pki,
+        port,
+        gw: _gw,
+        _origin,
+    } = one_site("min_version = \"1.3\"").await;
     let refused = s_client(port, &pki, &["-servername", "a.test", "-tls1_2"]).await;
     assert!(
         refused.contains("no peer certificate available"),
         "{refused}"
     );
     assert!(refused.contains("Cipher is (NONE)"), "{refused}");
-    assert_eq!(
-        curl(port, &pki, "a.test", "/", &["-o", "/dev/null"])
-            .await
-            .0,
-        Some(0)
-    );
+    assert_eq!(https_answers(port, &pki).await, Some(0));
 }
 
 #[tokio::test]
@@ -316,12 +335,12 @@ async fn client_certificates_are_required_or_optional_and_their_subject_reaches_
 
 #[tokio::test]
 async fn renewed_certificate_files_are_served_without_a_reload() {
-    let origin = Origin::echo("app").await;
-    let dir = scratch_dir();
-    let pki = Pki::new(&dir);
-    let a = pki.issue("a", "a.test", &["a.test"], false);
-    let port = free_port();
-    let gw = Gateway::start_with(&tls_lines(port, &[a], ""), &proxy_to(&origin)).await;
+    let OneSite {
+        pki,
+        port,
+        gw,
+        _origin,
+    } = one_site("").await;
     assert!(s_client(port, &pki, &["-servername", "a.test"])
         .await
         .contains("CN = a.test"));
@@ -341,26 +360,17 @@ async fn renewed_certificate_files_are_served_without_a_reload() {
         gw.log()
     );
     assert!(gw.log().contains("TLS certificates reloaded"));
-    assert_eq!(
-        curl(port, &pki, "a.test", "/", &["-o", "/dev/null"])
-            .await
-            .0,
-        Some(0)
-    );
+    assert_eq!(https_answers(port, &pki).await, Some(0));
 }
 
 #[tokio::test]
 async fn plain_listeners_redirect_to_https_when_asked() {
-    let origin = Origin::echo("app").await;
-    let dir = scratch_dir();
-    let pki = Pki::new(&dir);
-    let a = pki.issue("a", "a.test", &["a.test"], false);
-    let port = free_port();
-    let gw = Gateway::start_with(
-        &tls_lines(port, &[a], "redirect_http = true"),
-        &proxy_to(&origin),
-    )
-    .await;
+    let OneSite {
+        pki,
+        port,
+        gw,
+        _origin,
+    } = one_site("redirect_http = true").await;
     let answer = raw_async(
         gw.addr,
         b"GET /x/y?q=1 HTTP/1.1\r\nHost: a.test:8080\r\nConnection: close\r\n\r\n".to_vec(),
@@ -375,9 +385,7 @@ async fn plain_listeners_redirect_to_https_when_asked() {
         "{answer}"
     );
     assert_eq!(
-        curl(port, &pki, "a.test", "/", &["-o", "/dev/null"])
-            .await
-            .0,
+        https_answers(port, &pki).await,
         Some(0),
         "HTTPS itself is served"
     );
