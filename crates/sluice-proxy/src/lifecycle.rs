@@ -160,21 +160,19 @@ async fn proxy(
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
-    if let Some(tls) = &snapshot.config.server.tls {
-        if tls.redirect_http && conn.proto == "http" {
-            return redirect_to_https(&parts, tls);
-        }
-        // The verified client certificate's subject, and nobody else's word for it.
-        parts.headers.remove(&tls.client_subject_header);
-        if let Some(subject) = &conn.client_subject {
-            parts
-                .headers
-                .insert(tls.client_subject_header.clone(), subject.clone());
-        }
+    let tls = snapshot.config.server.tls.as_ref();
+    if let Some(tls) = tls.filter(|t| t.redirect_http && conn.proto == "http") {
+        return redirect_to_https(&parts, tls);
     }
     let pipelines = &snapshot.pipelines;
     for name in &pipelines.owned_headers {
         parts.headers.remove(name);
+    }
+    // The verified client certificate's subject, and nobody else's word for it.
+    if let (Some(tls), Some(subject)) = (tls, &conn.client_subject) {
+        parts
+            .headers
+            .insert(tls.client_subject_header.clone(), subject.clone());
     }
     let host = request_host(&parts)?;
     // Routing reads its own handle on the URI, so middleware may change the request's.

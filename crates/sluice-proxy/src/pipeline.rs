@@ -13,9 +13,9 @@ pub struct Pipelines {
     stages: Vec<(String, Arc<Stage>)>,
     /// By route index.
     pub routes: Vec<Pipeline>,
-    /// Identity headers some middleware sets (the consumer, forwarded JWT claims):
-    /// removed from every request as it arrives, so that a client can never claim an
-    /// identity on any route.
+    /// Identity headers the gateway sets (the consumer, forwarded JWT claims, a client
+    /// certificate's subject): removed from every request as it arrives, so that a client
+    /// can never claim an identity on any route.
     pub owned_headers: Vec<HeaderName>,
     /// The connection to `[redis]`, shared by every limit counted there.
     redis: Option<Arc<RedisStore>>,
@@ -64,17 +64,17 @@ impl Pipelines {
                 )
             })
             .collect();
+        let set_by_middleware = config.middleware.iter().flat_map(|m| match &m.kind {
+            MiddlewareKind::ApiKey(keys) => vec![&keys.consumer_header],
+            MiddlewareKind::Jwt(jwt) => jwt.forward_claims.iter().map(|(_, h)| h).collect(),
+            _ => Vec::new(),
+        });
+        // A verified client certificate's subject is the TLS listeners' to set.
+        let set_by_tls = config.server.tls.iter().map(|t| &t.client_subject_header);
         let mut owned_headers: Vec<HeaderName> = Vec::new();
-        for m in &config.middleware {
-            let names: Vec<&HeaderName> = match &m.kind {
-                MiddlewareKind::ApiKey(keys) => vec![&keys.consumer_header],
-                MiddlewareKind::Jwt(jwt) => jwt.forward_claims.iter().map(|(_, h)| h).collect(),
-                _ => Vec::new(),
-            };
-            for name in names {
-                if !owned_headers.contains(name) {
-                    owned_headers.push(name.clone());
-                }
+        for name in set_by_tls.chain(set_by_middleware) {
+            if !owned_headers.contains(name) {
+                owned_headers.push(name.clone());
             }
         }
         Ok(Pipelines {
