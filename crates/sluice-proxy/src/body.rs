@@ -3,10 +3,10 @@
 //! when the last byte has gone (or the client left).
 
 use crate::metrics::{MethodLabel, Metrics, RequestLabels, RouteLabels};
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub struct Held {
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming, Option<Idle>),
+    Upstream(UpstreamBody, Option<Idle>),
     Full(Option<Bytes>),
 }
 
@@ -69,9 +69,8 @@ pub struct RequestRecord {
 }
 
 impl ResponseBody {
-    /// A body streamed from the target.
     /// A body streamed from the target, cut off when it is quiet for `idle_timeout`.
-    pub fn upstream(body: Incoming, idle_timeout: Option<Duration>) -> Self {
+    pub fn upstream(body: UpstreamBody, idle_timeout: Option<Duration>) -> Self {
         let idle = idle_timeout.map(|after| Idle {
             after,
             timer: Box::pin(tokio::time::sleep(after)),

@@ -8,11 +8,11 @@ use crate::counted::Counted;
 use crate::metrics::{Metrics, RouteLabels};
 use crate::rescue::ProxyError;
 use crate::upstream::RequestBody;
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use sluice_config::{Retries, Route};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ pub enum Payload {
 /// A response from a target, with the request's place at that target.
 #[derive(Debug)]
 pub struct Forwarded {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     pub in_flight: InFlight,
     pub set_cookie: Option<HeaderValue>,
 }
@@ -192,7 +192,7 @@ fn pick(
 fn retryable(
     policy: &Retries,
     method: &Method,
-    result: &Result<Response<Incoming>, ProxyError>,
+    result: &Result<Response<UpstreamBody>, ProxyError>,
 ) -> bool {
     let on = &policy.on;
     let idempotent = policy.all_methods
@@ -247,20 +247,21 @@ fn build(
         Some(h) => h,
         None => target.host_header.clone(),
     };
-    let authority = if cluster.http2 {
+    let uri = if cluster.http2 {
         headers.remove(HOST);
-        Authority::try_from(host.as_bytes())
-            .map_err(|_| ProxyError::BadRequest("the Host header is not a valid authority"))?
+        let authority = Authority::try_from(host.as_bytes())
+            .map_err(|_| ProxyError::BadRequest("the Host header is not a valid authority"))?;
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(out.path.clone())
+            .build()
+            .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?
     } else {
+        // HTTP/1.1 sends the path and query only; the target is the pool's.
         headers.insert(HOST, host);
-        target.authority.clone()
+        Uri::from(out.path.clone())
     };
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(out.path.clone())
-        .build()
-        .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?;
     let mut request = Request::new(body);
     *request.method_mut() = out.method.clone();
     *request.uri_mut() = uri;
@@ -304,15 +305,15 @@ mod tests {
     #[test]
     fn only_unsent_failures_retry_any_method() {
         let p = policy();
-        let connect: Result<Response<Incoming>, ProxyError> = Err(ProxyError::Connect {
+        let connect: Result<Response<UpstreamBody>, ProxyError> = Err(ProxyError::Connect {
             target: "t".into(),
             cause: "refused".into(),
         });
-        let reset: Result<Response<Incoming>, ProxyError> = Err(ProxyError::Upstream {
+        let reset: Result<Response<UpstreamBody>, ProxyError> = Err(ProxyError::Upstream {
             target: "t".into(),
             cause: "reset".into(),
         });
-        let refused: Result<Response<Incoming>, ProxyError> =
+        let refused: Result<Response<UpstreamBody>, ProxyError> =
             Err(ProxyError::RefusedStream { target: "t".into() });
         assert!(retryable(&p, &Method::POST, &connect));
         assert!(retryable(&p, &Method::POST, &refused));

@@ -1,4 +1,4 @@
-//! Opens connections to one target, over TCP or a Unix socket, for the pooled client.
+//! Opens connections to one target, over TCP, TLS or a Unix socket, for its pools.
 
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
@@ -53,6 +53,40 @@ impl TargetConnector {
             secure: secure.map(Arc::new),
         }
     }
+
+    /// Opens a new connection to the target, within the connect timeout.
+    pub async fn connect(&self) -> Result<UpstreamStream, ConnectError> {
+        let connect = async {
+            match &*self.address {
+                TargetAddress::Tcp { authority, .. } => {
+                    let stream = TcpStream::connect(authority.as_str()).await?;
+                    stream.set_nodelay(true)?;
+                    Ok::<_, io::Error>(UpstreamStream::Tcp(stream))
+                }
+                TargetAddress::Https { authority, .. } => {
+                    let secure = self
+                        .secure
+                        .as_ref()
+                        .ok_or_else(|| io::Error::other("no TLS settings for an https target"))?;
+                    let stream = TcpStream::connect(authority.as_str()).await?;
+                    stream.set_nodelay(true)?;
+                    let tls = secure
+                        .connector
+                        .connect(secure.name.clone(), stream)
+                        .await
+                        .map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}")))?;
+                    Ok(UpstreamStream::Tls(Box::new(tls)))
+                }
+                TargetAddress::Unix(path) => {
+                    Ok(UpstreamStream::Unix(UnixStream::connect(path).await?))
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(stream) => Ok(stream?),
+            Err(_) => Err(ConnectError::Timeout(self.timeout)),
+        }
+    }
 }
 
 impl tower_service::Service<http::Uri> for TargetConnector {
@@ -65,40 +99,8 @@ impl tower_service::Service<http::Uri> for TargetConnector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let address = Arc::clone(&self.address);
-        let timeout = self.timeout;
-        let secure = self.secure.clone();
-        Box::pin(async move {
-            let connect = async {
-                match &*address {
-                    TargetAddress::Tcp { authority, .. } => {
-                        let stream = TcpStream::connect(authority.as_str()).await?;
-                        stream.set_nodelay(true)?;
-                        Ok::<_, io::Error>(UpstreamStream::Tcp(stream))
-                    }
-                    TargetAddress::Https { authority, .. } => {
-                        let secure = secure.ok_or_else(|| {
-                            io::Error::other("no TLS settings for an https target")
-                        })?;
-                        let stream = TcpStream::connect(authority.as_str()).await?;
-                        stream.set_nodelay(true)?;
-                        let tls = secure
-                            .connector
-                            .connect(secure.name.clone(), stream)
-                            .await
-                            .map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}")))?;
-                        Ok(UpstreamStream::Tls(Box::new(tls)))
-                    }
-                    TargetAddress::Unix(path) => {
-                        Ok(UpstreamStream::Unix(UnixStream::connect(path).await?))
-                    }
-                }
-            };
-            match tokio::time::timeout(timeout, connect).await {
-                Ok(stream) => Ok(TokioIo::new(stream?)),
-                Err(_) => Err(ConnectError::Timeout(timeout)),
-            }
-        })
+        let this = self.clone();
+        Box::pin(async move { this.connect().await.map(TokioIo::new) })
     }
 }
 

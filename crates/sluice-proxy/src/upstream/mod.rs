@@ -2,15 +2,17 @@
 //! HTTP/2 when the cluster says so), and mapping failures to [`ProxyError`]s.
 
 mod connector;
+mod h1;
 pub mod headers;
 mod request_body;
 pub mod tls;
 
+pub use h1::UpstreamBody;
 pub use request_body::{BodyTimeout, BodyTooLarge, ExcessBody, Kept, RequestBody};
 
 use crate::rescue::ProxyError;
 use connector::{ConnectError, TargetConnector};
-use hyper::body::Incoming;
+use h1::{H1Client, SendError};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sluice_config::{Cluster, Target, TargetAddress};
@@ -20,8 +22,16 @@ use std::time::Duration;
 /// A pooled client bound to one target.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    client: Client<TargetConnector, RequestBody>,
+    pool: Pool,
     target: String,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    /// HTTP/1.1: each connection driven by the request using it.
+    Http1(H1Client),
+    /// HTTP/2: requests multiplexed over connections with their own tasks.
+    Http2(Box<Client<TargetConnector, RequestBody>>),
 }
 
 impl UpstreamClient {
@@ -41,17 +51,26 @@ impl UpstreamClient {
         };
         let connector =
             TargetConnector::new(target.address.clone(), cluster.connect_timeout, secure);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cluster.pool_idle_timeout)
-            .pool_max_idle_per_host(cluster.pool_max_idle)
-            .http2_only(cluster.http2)
-            .set_host(false)
-            .retry_canceled_requests(true);
+        let pool = if cluster.http2 {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(cluster.pool_idle_timeout)
+                .pool_max_idle_per_host(cluster.pool_max_idle)
+                .http2_only(true)
+                .set_host(false)
+                .retry_canceled_requests(true);
+            Pool::Http2(Box::new(builder.build(connector)))
+        } else {
+            Pool::Http1(H1Client::new(
+                connector,
+                cluster.pool_max_idle,
+                cluster.pool_idle_timeout,
+            ))
+        };
         UpstreamClient {
-            client: builder.build(connector),
+            pool,
             target: target.url.clone(),
         }
     }
@@ -61,32 +80,52 @@ impl UpstreamClient {
         &self,
         request: http::Request<RequestBody>,
         timeout: Duration,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout {
+    ) -> Result<http::Response<UpstreamBody>, ProxyError> {
+        let sent = match &self.pool {
+            Pool::Http1(client) => tokio::time::timeout(timeout, client.send(request))
+                .await
+                .map(|sent| {
+                    sent.map_err(|e| match e {
+                        SendError::Connect(e) => self.connect_error(&e),
+                        SendError::Http(e) => self.classify(&e),
+                    })
+                }),
+            Pool::Http2(client) => tokio::time::timeout(timeout, client.request(request))
+                .await
+                .map(|sent| {
+                    sent.map(|response| response.map(UpstreamBody::Plain))
+                        .map_err(|e| self.classify(&e))
+                }),
+        };
+        sent.unwrap_or_else(|_| {
+            Err(ProxyError::UpstreamTimeout {
                 target: self.target.clone(),
                 after: timeout,
-            }),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(self.classify(&e)),
+            })
+        })
+    }
+
+    fn connect_error(&self, connect: &ConnectError) -> ProxyError {
+        let target = self.target.clone();
+        match connect {
+            ConnectError::Timeout(after) => ProxyError::ConnectTimeout {
+                target,
+                after: *after,
+            },
+            ConnectError::Io(io) => ProxyError::Connect {
+                target,
+                cause: io.to_string(),
+            },
         }
     }
 
-    fn classify(&self, error: &hyper_util::client::legacy::Error) -> ProxyError {
+    /// The failure behind `error`: the connection, the client's body, or the target.
+    fn classify(&self, error: &(dyn StdError + 'static)) -> ProxyError {
         let target = self.target.clone();
-        let mut source = error.source();
+        let mut source: Option<&(dyn StdError + 'static)> = Some(error);
         while let Some(cause) = source {
             if let Some(connect) = cause.downcast_ref::<ConnectError>() {
-                return match connect {
-                    ConnectError::Timeout(after) => ProxyError::ConnectTimeout {
-                        target,
-                        after: *after,
-                    },
-                    ConnectError::Io(io) => ProxyError::Connect {
-                        target,
-                        cause: io.to_string(),
-                    },
-                };
+                return self.connect_error(connect);
             }
             if let Some(h) = cause.downcast_ref::<hyper::Error>() {
                 // "error from user's Body stream": the client's body failed, not the target.

@@ -18,6 +18,7 @@ mod jwt;
 mod lifecycle;
 mod middleware;
 mod overload;
+mod pool;
 mod redis;
 mod reload;
 mod resilience;
