@@ -2,7 +2,7 @@
 //! carries the request's record, so the access log line and the metrics are written
 //! when the last byte has gone (or the client left).
 
-use crate::metrics::{MethodLabel, Metrics, RequestLabels, RouteLabels};
+use crate::metrics::{Metrics, RouteSeries};
 use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -59,7 +59,7 @@ pub struct RequestRecord {
     pub start: Instant,
     pub method: Method,
     pub path: String,
-    pub route: Arc<String>,
+    pub route: Arc<RouteSeries>,
     pub target: Option<Arc<str>>,
     /// Who the request came from, when a middleware named them.
     pub consumer: Option<Arc<str>>,
@@ -115,23 +115,17 @@ impl RequestRecord {
         let elapsed = self.start.elapsed();
         let m = &self.metrics;
         m.active_requests.dec();
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: Arc::clone(&self.route),
-                method: MethodLabel::from(&self.method),
-                status: self.status.into(),
-            })
-            .inc();
-        m.duration
-            .get_or_create(&RouteLabels {
-                route: Arc::clone(&self.route),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.route.record(
+            m,
+            (&self.method).into(),
+            self.status.into(),
+            elapsed.as_secs_f64(),
+        );
         if self.access_log {
             crate::access_log::write(&crate::access_log::Line {
                 method: self.method.as_str(),
                 path: &self.path,
-                route: &self.route,
+                route: &self.route.label,
                 status: self.status.as_u16(),
                 upstream: self.target.as_deref().unwrap_or("-"),
                 consumer: self.consumer.as_deref().unwrap_or("-"),

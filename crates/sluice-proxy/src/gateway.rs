@@ -4,7 +4,7 @@
 
 use crate::cluster::Cluster;
 use crate::listener::tls::TlsState;
-use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TargetCollector};
+use crate::metrics::{Metrics, ReloadLabels, ReloadResult, RouteSeries, TargetCollector};
 use crate::pipeline::Pipelines;
 use crate::protocol::{http_builder, Http};
 use crate::router::Router;
@@ -26,8 +26,8 @@ pub struct Snapshot {
     pub pipelines: Pipelines,
     /// The TLS listeners' acceptor and certificates, with `[server.tls]`.
     pub tls: Option<Arc<TlsState>>,
-    /// Route names as metric labels, by route index.
-    pub route_labels: Vec<Arc<String>>,
+    /// Each route's request series (its name as their label), by route index.
+    pub route_series: Vec<Arc<RouteSeries>>,
     /// Requests in flight per route (by route index), for routes' `max_requests`.
     pub route_active: Vec<Arc<AtomicUsize>>,
     /// HTTP server settings for connections accepted while this snapshot is current.
@@ -69,10 +69,10 @@ impl Snapshot {
             })
             .collect::<Result<_, ConfigErrors>>()?;
         let pipelines = Pipelines::build(&config, previous.map(|p| &p.pipelines))?;
-        let route_labels = config
+        let route_series = config
             .routes
             .iter()
-            .map(|r| Arc::new(r.name.clone()))
+            .map(|r| Arc::new(RouteSeries::new(Arc::new(r.name.clone()))))
             .collect();
         Ok(Snapshot {
             route_active: config
@@ -86,7 +86,7 @@ impl Snapshot {
             clusters,
             pipelines,
             tls,
-            route_labels,
+            route_series,
             generation,
         })
     }

@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::middleware::{self, cors, Context, RequestState};
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
-use crate::upstream::headers::{set_forwarded, set_upgrade, strip_hop_by_hop};
+use crate::upstream::headers::{ip_header, set_forwarded, set_upgrade, strip_hop_by_hop};
 use crate::upstream::{Kept, RequestBody};
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::request::Parts;
@@ -33,6 +33,23 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// The subject of the client certificate the TLS handshake verified.
     pub client_subject: Option<HeaderValue>,
+    /// The peer's address as `X-Forwarded-For` text, written once per connection.
+    peer_ip: Option<HeaderValue>,
+}
+
+impl ConnInfo {
+    pub fn new(
+        peer: Option<SocketAddr>,
+        proto: &'static str,
+        client_subject: Option<HeaderValue>,
+    ) -> Self {
+        ConnInfo {
+            peer,
+            proto,
+            client_subject,
+            peer_ip: peer.map(|p| ip_header(p.ip())),
+        }
+    }
 }
 
 /// `X-Request-Id`: kept from the client when sane, otherwise generated, and returned.
@@ -117,7 +134,7 @@ pub async fn handle(
         .insert(X_REQUEST_ID, request_id.clone());
     let route = progress
         .route
-        .map(|r| Arc::clone(&snapshot.route_labels[r]))
+        .map(|r| Arc::clone(&snapshot.route_series[r]))
         .unwrap_or_else(|| Arc::clone(&gateway.metrics.unmatched));
     let record = RequestRecord {
         metrics: Arc::clone(&gateway.metrics),
@@ -266,7 +283,7 @@ async fn proxy(
         .filter(|_| client_upgrade.is_some() && parts.version == Version::HTTP_11);
     set_forwarded(
         &mut parts.headers,
-        conn.peer.map(|p| p.ip()),
+        conn.peer_ip.as_ref(),
         conn.proto,
         original_host.as_ref(),
     );
@@ -298,7 +315,7 @@ async fn proxy(
     let origin = Origin {
         normal_path: &normal_path,
         client_ip: progress.state.client_ip,
-        route_label: &snapshot.route_labels[index],
+        route_label: &snapshot.route_series[index].label,
     };
     let Forwarded {
         mut response,
@@ -526,8 +543,14 @@ fn request_id(request: &Request<Incoming>) -> HeaderValue {
             v.clone()
         }
         _ => {
-            let id = format!("{:032x}", fastrand::u128(..));
-            HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"))
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut n = fastrand::u128(..);
+            let mut id = [0u8; 32];
+            for digit in id.iter_mut().rev() {
+                *digit = HEX[(n & 0xf) as usize];
+                n >>= 4;
+            }
+            HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
         }
     }
 }

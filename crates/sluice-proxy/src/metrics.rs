@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -127,7 +127,63 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     pub generation: Gauge,
     pub rate_limit_store_errors: Family<MiddlewareLabels, Counter>,
-    pub unmatched: Arc<String>,
+    /// The series of requests no route matched.
+    pub unmatched: Arc<RouteSeries>,
+}
+
+const METHODS: usize = 8;
+const CLASSES: usize = 5;
+const _: () = assert!(
+    MethodLabel::OTHER as usize + 1 == METHODS && StatusClass::ServerError as usize + 1 == CLASSES
+);
+
+/// One route's request series, looked up in their families on first use and then only
+/// counted: no label hashing or family lock per request.
+#[derive(Debug)]
+pub struct RouteSeries {
+    pub label: Arc<String>,
+    /// By method and status class; allocated when the route first answers.
+    requests: OnceLock<Box<[OnceLock<Counter>; METHODS * CLASSES]>>,
+    duration: OnceLock<Histogram>,
+}
+
+impl RouteSeries {
+    pub fn new(label: Arc<String>) -> Self {
+        RouteSeries {
+            label,
+            requests: OnceLock::new(),
+            duration: OnceLock::new(),
+        }
+    }
+
+    /// Counts one finished request and its duration.
+    pub fn record(&self, metrics: &Metrics, method: MethodLabel, status: StatusClass, secs: f64) {
+        let cells = self
+            .requests
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        cells[method as usize * CLASSES + status as usize]
+            .get_or_init(|| {
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: Arc::clone(&self.label),
+                        method,
+                        status,
+                    })
+                    .clone()
+            })
+            .inc();
+        self.duration
+            .get_or_init(|| {
+                metrics
+                    .duration
+                    .get_or_create(&RouteLabels {
+                        route: Arc::clone(&self.label),
+                    })
+                    .clone()
+            })
+            .observe(secs);
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -148,7 +204,7 @@ impl Metrics {
             reloads: Family::default(),
             generation: Gauge::default(),
             rate_limit_store_errors: Family::default(),
-            unmatched: Arc::new("unmatched".to_string()),
+            unmatched: Arc::new(RouteSeries::new(Arc::new("unmatched".to_string()))),
         };
         let r = registry.sub_registry_with_prefix("sluice");
         r.register(

@@ -435,11 +435,7 @@ async fn run_accept_loop<A: Acceptor>(
                         drop(counted);
                     });
                 } else {
-                    let conn = ConnInfo {
-                        peer,
-                        proto: "http",
-                        client_subject: None,
-                    };
+                    let conn = ConnInfo::new(peer, "http", None);
                     tokio::spawn(async move {
                         serve_connection(http, io, gateway, conn, shutdown).await;
                         drop(counted);
@@ -482,12 +478,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             let clean: String = s.chars().filter(|c| !c.is_control()).collect();
             http::HeaderValue::from_str(&clean).ok()
         });
-    let conn = ConnInfo {
-        peer,
-        proto: "https",
-        client_subject,
-    };
-    Some((stream, conn))
+    Some((stream, ConnInfo::new(peer, "https", client_subject)))
 }
 
 /// Answers a connection over the listener's limit with a 503 and closes it; a client

@@ -3,6 +3,7 @@
 //! graceful shutdown.
 
 mod sniff;
+mod woken;
 
 use crate::cluster::InFlight;
 use crate::gateway::Gateway;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch, Notify};
+use woken::WhenWoken;
 
 /// The HTTP server settings every connection of a listener uses.
 #[derive(Debug)]
@@ -146,20 +148,26 @@ where
 {
     tokio::pin!(connection);
     let mut started = pin!(first_request.notified());
-    tokio::select! {
+    // Polled only when the signal changes, not on each of the connection's wake-ups.
+    let mut stop = pin!(WhenWoken::new(stopped(&mut shutdown.signal)));
+    let stopping = tokio::select! {
+        biased;
         result = connection.as_mut() => return result,
-        () = &mut started => {}
-        () = stopped(&mut shutdown.signal) => {
-            tokio::select! {
-                result = connection.as_mut() => return result,
-                () = &mut started => {}
-                () = tokio::time::sleep(LINGER) => {}
-            }
+        () = &mut started => false,
+        () = stop.as_mut() => true,
+    };
+    if stopping {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            () = &mut started => {}
+            () = tokio::time::sleep(LINGER) => {}
         }
-    }
-    tokio::select! {
-        result = connection.as_mut() => return result,
-        () = stopped(&mut shutdown.signal) => {}
+    } else {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => return result,
+            () = stop.as_mut() => {}
+        }
     }
     graceful(connection.as_mut());
     connection.await

@@ -20,36 +20,61 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// (the gateway re-frames). `TE: trailers` survives so that trailers keep flowing.
 /// Returns the `Upgrade` value when the message asked to switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    // Most messages carry none of them: one pass over the names instead of ten lookups.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // One pass over the names: which of them are here (most messages carry none, or
+    // only `Connection: keep-alive`).
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return None;
     }
+    let has = |name: &HeaderName| {
+        HOP_BY_HOP
+            .iter()
+            .position(|h| h == name)
+            .is_some_and(|i| present & (1 << i) != 0)
+    };
     let mut upgrade = None;
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        if named.contains(&header::UPGRADE) {
-            upgrade = headers.get(header::UPGRADE).cloned();
+    if has(&header::CONNECTION) {
+        // The other headers `Connection` names; those that are hop-by-hop anyway (and
+        // `close`) need no lookup of their own.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+        {
+            if token.eq_ignore_ascii_case(b"upgrade") {
+                upgrade = headers.get(header::UPGRADE).cloned();
+            } else if !token.eq_ignore_ascii_case(b"close")
+                && !token.eq_ignore_ascii_case(b"keep-alive")
+            {
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    named.push(name);
+                }
+            }
         }
         for name in named {
             headers.remove(name);
         }
     }
-    let trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-    });
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    let trailers = has(&header::TE)
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        });
+    if has(&header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -67,25 +92,27 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Appends the client to `X-Forwarded-For`; sets `X-Forwarded-Proto` and `-Host`.
+/// Appends the client (its address as header text) to `X-Forwarded-For`; sets
+/// `X-Forwarded-Proto` and `-Host`.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: Option<std::net::IpAddr>,
+    client: Option<&HeaderValue>,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
     if let Some(ip) = client {
-        let previous: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let value = if previous.is_empty() {
-            ip.to_string()
-        } else {
-            format!("{}, {ip}", previous.join(", "))
+        let mut previous = headers.get_all(&X_FORWARDED_FOR).iter();
+        let value = match (previous.next(), previous.next()) {
+            (None, _) => Some(ip.clone()),
+            (Some(first), None) => joined(&[first, ip]),
+            (Some(first), Some(second)) => {
+                let mut all = vec![first, second];
+                all.extend(previous);
+                all.push(ip);
+                joined(&all)
+            }
         };
-        if let Ok(v) = HeaderValue::try_from(value) {
+        if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR, v);
         }
     }
@@ -94,6 +121,23 @@ pub fn set_forwarded(
         Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// `a, b, c`.
+fn joined(values: &[&HeaderValue]) -> Option<HeaderValue> {
+    let mut out = Vec::with_capacity(values.iter().map(|v| v.len() + 2).sum());
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// A client address as header text, written once per connection.
+pub fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -126,6 +170,20 @@ mod tests {
     }
 
     #[test]
+    fn every_connection_header_counts() {
+        let mut h = map(&[
+            ("connection", "close"),
+            ("connection", " X-One ,x-two"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-kept", "y"),
+        ]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
     fn reports_upgrade_only_when_connection_names_it() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert_eq!(
@@ -145,7 +203,7 @@ mod tests {
         ]);
         set_forwarded(
             &mut h,
-            Some([127, 0, 0, 1].into()),
+            Some(&ip_header([127, 0, 0, 1].into())),
             "http",
             Some(&HeaderValue::from_static("a.com")),
         );
