@@ -74,21 +74,31 @@ fn format(style: Style, l: &Line<'_>, now: SystemTime, out: &mut String) {
     let (ms, status, bytes, complete) = (l.duration_ms, l.status, l.bytes, l.complete);
     match style {
         Style::Json => {
+            let mut num = itoa::Buffer::new();
             out.push_str("{\"timestamp\":\"");
             timestamp(now, out);
             out.push_str("\",\"level\":\"INFO\"");
             for (key, value) in [("method", l.method), ("path", l.path), ("route", l.route)] {
                 field(out, key, value);
             }
-            let _ = write!(out, ",\"status\":{status}");
+            out.push_str(",\"status\":");
+            out.push_str(num.format(status));
             field(out, "upstream", l.upstream);
             field(out, "consumer", l.consumer);
-            let _ = write!(out, ",\"duration_ms\":{ms},\"bytes\":{bytes}");
+            out.push_str(",\"duration_ms\":");
+            if ms.is_finite() {
+                out.push_str(ryu::Buffer::new().format_finite(ms));
+            } else {
+                out.push('0');
+            }
+            out.push_str(",\"bytes\":");
+            out.push_str(num.format(bytes));
             field(out, "request_id", l.request_id);
-            let _ = writeln!(
-                out,
-                ",\"complete\":{complete},\"target\":\"sluice::access\"}}"
-            );
+            out.push_str(if complete {
+                ",\"complete\":true,\"target\":\"sluice::access\"}\n"
+            } else {
+                ",\"complete\":false,\"target\":\"sluice::access\"}\n"
+            });
         }
         Style::Pretty => {
             timestamp(now, out);
@@ -103,7 +113,22 @@ fn format(style: Style, l: &Line<'_>, now: SystemTime, out: &mut String) {
 
 /// `,"key":"value"` with the value escaped for JSON.
 fn field(out: &mut String, key: &str, value: &str) {
-    let _ = write!(out, ",\"{key}\":\"");
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":\"");
+    // Paths, names and ids rarely hold anything to escape: then they go in whole.
+    if value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(value);
+    } else {
+        escape(out, value);
+    }
+    out.push('"');
+}
+
+fn escape(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -117,13 +142,38 @@ fn field(out: &mut String, key: &str, value: &str) {
             c => out.push(c),
         }
     }
-    out.push('"');
 }
 
 /// RFC 3339 in UTC with microseconds, like the other log lines: `2026-11-22T05:56:39.494515Z`.
+/// The date and time to the second are written once per second.
 fn timestamp(now: SystemTime, out: &mut String) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            cached.1.clear();
+            civil_time(secs, &mut cached.1);
+            cached.0 = secs;
+        }
+        out.push_str(&cached.1);
+    });
+    let mut micros = since.subsec_micros();
+    let mut digits = [b'0'; 6];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.push('.');
+    out.extend(digits.iter().map(|&d| char::from(d)));
+    out.push('Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for `secs` after the Unix epoch.
+fn civil_time(secs: u64, out: &mut String) {
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Days to a civil date (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -137,11 +187,10 @@ fn timestamp(now: SystemTime, out: &mut String) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     let _ = write!(
         out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rest / 3_600,
         rest % 3_600 / 60,
         rest % 60,
-        since.subsec_micros()
     );
 }
 
@@ -191,10 +240,18 @@ mod tests {
             (0, "1970-01-01T00:00:00.000000Z"),
             (951_782_400, "2000-02-29T00:00:00.000000Z"),
             (4_107_542_399, "2100-02-28T23:59:59.000000Z"),
+            // The same second again, written from the cache.
+            (4_107_542_399, "2100-02-28T23:59:59.000000Z"),
         ] {
             let mut out = String::new();
             timestamp(UNIX_EPOCH + Duration::from_secs(secs), &mut out);
             assert_eq!(out, text);
         }
+        let mut out = String::new();
+        timestamp(
+            UNIX_EPOCH + Duration::from_micros(4_107_542_399_000_042),
+            &mut out,
+        );
+        assert_eq!(out, "2100-02-28T23:59:59.000042Z");
     }
 }

@@ -280,14 +280,17 @@ impl Verifier {
 #[derive(Debug)]
 struct Verified {
     shards: Box<[Mutex<Tokens>]>,
-    hasher: RandomState,
+    /// Starts each token's hash, so that which tokens share a shard differs by process.
+    seed: u64,
 }
 
-/// One shard: verified tokens by their text.
-type Tokens = HashMap<Box<str>, Entry>;
+/// One shard: verified tokens by the hash of their text (hashed once per request).
+type Tokens = HashMap<u64, Entry>;
 
 #[derive(Debug)]
 struct Entry {
+    /// The token itself: two tokens with one hash are told apart here.
+    token: Box<str>,
     claims: Claims,
     exp: f64,
     set: usize,
@@ -301,31 +304,48 @@ impl Default for Verified {
     fn default() -> Self {
         Verified {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0u64),
         }
     }
 }
 
 impl Verified {
-    fn shard(&self, token: &str) -> std::sync::MutexGuard<'_, Tokens> {
-        let i = self.hasher.hash_one(token) as usize % SHARDS;
-        self.shards[i]
+    /// A fast hash of the token's text: the map compares the whole token on a hit, and
+    /// only tokens that verified are kept, so a collision costs one more verification.
+    fn hash(&self, token: &str) -> u64 {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.seed;
+        let mut words = token.as_bytes().chunks_exact(8);
+        for word in &mut words {
+            let word = <[u8; 8]>::try_from(word).unwrap_or_default();
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        h
+    }
+
+    fn shard(&self, token: &str) -> (u64, std::sync::MutexGuard<'_, Tokens>) {
+        let hash = self.hash(token);
+        let shard = self.shards[(hash >> 32) as usize % SHARDS]
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        (hash, shard)
     }
 
     fn get(&self, token: &str, set: usize, now: f64) -> Option<Claims> {
-        let mut shard = self.shard(token);
-        let entry = shard.get(token)?;
+        let (hash, mut shard) = self.shard(token);
+        let entry = shard.get(&hash).filter(|e| *e.token == *token)?;
         if entry.exp > now && entry.set == set {
             return Some(entry.claims.clone());
         }
-        shard.remove(token);
+        shard.remove(&hash);
         None
     }
 
     fn put(&self, token: &str, claims: Claims, exp: f64, set: usize) {
-        let mut shard = self.shard(token);
+        let (hash, mut shard) = self.shard(token);
         if shard.len() >= PER_SHARD {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -335,7 +355,13 @@ impl Verified {
                 shard.clear();
             }
         }
-        shard.insert(Box::from(token), Entry { claims, exp, set });
+        let entry = Entry {
+            token: Box::from(token),
+            claims,
+            exp,
+            set,
+        };
+        shard.insert(hash, entry);
     }
 }
 

@@ -319,3 +319,19 @@ fn verified_tokens_are_served_until_exp_and_only_for_the_same_key_set() {
         .sum();
     assert!(kept <= PER_SHARD * SHARDS, "{kept}");
 }
+
+#[test]
+fn a_token_sharing_another_tokens_hash_is_not_served_its_claims() {
+    let verified = Verified::default();
+    let claims = Claims::new(serde_json::Map::new());
+    verified.put("token-a", claims, f64::MAX, 0);
+    // Move token-a's entry to the slot token-b hashes to, as a collision would.
+    let (a, b) = (verified.hash("token-a"), verified.hash("token-b"));
+    let entry = verified
+        .shard("token-a")
+        .1
+        .remove(&a)
+        .expect("token-a is kept");
+    verified.shard("token-b").1.insert(b, entry);
+    assert_eq!(verified.get("token-b", 0, 1.0), None);
+}
