@@ -1,6 +1,7 @@
 //! The `sluice` command: `run`, `validate`, `version`.
 
 mod cli;
+mod log_writer;
 mod run;
 mod upgrade;
 

@@ -160,6 +160,30 @@ impl Gateway {
         std::fs::read_to_string(self.dir.join(&self.log_name)).unwrap_or_default()
     }
 
+    /// The log once it holds `needle`: lines are written in batches, a few milliseconds
+    /// after the request. Panics (with the log) if it never does.
+    pub async fn log_with(&self, needle: &str) -> String {
+        for _ in 0..400 {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the log never showed {needle:?}:\n{}", self.log());
+    }
+
+    /// The log once it holds the line of the request `answer` answered (by its request
+    /// id): everything logged while that request was served is in it.
+    pub async fn log_through(&self, answer: &Answer) -> String {
+        let id = answer
+            .1
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("the answer carries a request id");
+        self.log_with(id).await
+    }
+
     /// Sends a signal to the gateway process (e.g. "TERM").
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();

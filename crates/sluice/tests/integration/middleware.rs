@@ -186,7 +186,7 @@ async fn api_keys_name_the_consumer_and_never_reach_the_origin() {
     let open = get_with(&gw.url("/open"), &[("x-consumer", "alice")]).await;
     assert_eq!(seen(&open.2).header("x-consumer"), None);
 
-    let log = gw.log();
+    let log = gw.log_through(&open).await;
     assert!(log.contains("\"consumer\":\"alice\""), "{log}");
     assert!(
         !log.contains("alice-secret-key") && !log.contains("bob-secret-key"),

@@ -90,7 +90,7 @@ async fn sighup_rereads_the_file() {
     gw.signal("HUP");
     wait_config(&gw, "generation 2", |c| c["generation"] == 2).await;
     assert_eq!(get(&gw.url("/two")).await.2, "two");
-    assert!(gw.log().contains("SIGHUP"), "{}", gw.log());
+    gw.log_with("SIGHUP").await;
 }
 
 #[tokio::test]

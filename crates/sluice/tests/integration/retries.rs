@@ -93,7 +93,7 @@ async fn a_reset_is_retried_for_gets_but_never_for_posts() {
         "the resetting target was never tried\n{}",
         gw.log()
     );
-    assert!(gw.log().contains(RETRYING), "{}", gw.log());
+    gw.log_with(RETRYING).await;
 
     let (reset_before, good_before) = (hits(&reset.hits), hits(&good.hits));
     let mut failed = 0;
@@ -151,7 +151,7 @@ async fn a_connect_failure_is_retried_for_any_method_with_the_same_body() {
         );
     }
     assert_eq!(hits(&good.hits), 6);
-    assert!(gw.log().contains(RETRYING), "{}", gw.log());
+    gw.log_with(RETRYING).await;
 }
 
 #[tokio::test]
@@ -169,7 +169,8 @@ async fn a_body_larger_than_the_buffer_streams_and_is_not_retried() {
     let first = post(&gw.url("/big"), body.clone(), &[]).await;
     assert_problem(&gw, &first, 502, "upstream_connect_failed");
     assert_eq!(hits(&good.hits), 0, "the streamed body was sent again");
-    assert!(!gw.log().contains(RETRYING), "{}", gw.log());
+    let log = gw.log_through(&first).await;
+    assert!(!log.contains(RETRYING), "{log}");
 
     let second = post(&gw.url("/big"), body.clone(), &[]).await;
     assert_eq!(second.0, 200, "{}\n{}", text(&second.2), gw.log());
@@ -199,7 +200,8 @@ async fn an_empty_retry_budget_sends_nothing_again() {
         retries_of_app(&exposed).is_none_or(|v| v <= 0.0),
         "a retry was counted without a budget:\n{exposed}"
     );
-    assert!(!gw.log().contains(RETRYING), "{}", gw.log());
+    let log = gw.log_through(&answer).await;
+    assert!(!log.contains(RETRYING), "{log}");
 
     let gw = Gateway::start(&config(
         &[dead, good.url()],
@@ -211,7 +213,7 @@ async fn an_empty_retry_budget_sends_nothing_again() {
     assert_eq!(seen(&body).origin, "good");
     let exposed = metrics(&gw).await;
     assert_eq!(retries_of_app(&exposed), Some(1.0), "{exposed}");
-    assert!(gw.log().contains(RETRYING), "{}", gw.log());
+    gw.log_with(RETRYING).await;
 }
 
 /// What the origins of [`a_target_killed_under_load_fails_no_get_and_repeats_no_post`]
@@ -466,7 +468,7 @@ async fn timeouts_over_the_route_and_over_one_try() {
         Some(&b"fast"[..])
     );
     assert_eq!(hits(&slow.hits), 1, "round robin starts at the slow target");
-    assert!(gw.log().contains(RETRYING), "{}", gw.log());
+    gw.log_with(RETRYING).await;
 
     let gw = Gateway::start(&config(
         &targets,

@@ -359,7 +359,7 @@ async fn renewed_certificate_files_are_served_without_a_reload() {
         "{served}\n{}",
         gw.log()
     );
-    assert!(gw.log().contains("TLS certificates reloaded"));
+    gw.log_with("TLS certificates reloaded").await;
     assert_eq!(https_answers(port, &pki).await, Some(0));
 }
 
