@@ -67,8 +67,12 @@ impl Pool {
         }
     }
 
-    /// Keeps `conn` for the next request, when there is room.
+    /// Keeps `conn` for the next request, when there is room (and a runtime to close it
+    /// once idle: a body dropped as the runtime shuts down closes its connection).
     fn put(self: &Arc<Self>, conn: Conn) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let start_reaper = {
             let mut idle = self.lock();
             if idle.conns.len() >= self.max_idle || self.idle_timeout.is_zero() {
@@ -78,7 +82,7 @@ impl Pool {
             !std::mem::replace(&mut idle.reaping, true)
         };
         if start_reaper {
-            tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
+            runtime.spawn(reap(Arc::downgrade(self), self.idle_timeout));
         }
     }
 }
