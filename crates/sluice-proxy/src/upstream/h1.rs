@@ -22,13 +22,23 @@ type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 /// One keep-alive connection to the target.
 struct Conn {
     sender: http1::SendRequest<RequestBody>,
-    driver: Driver,
+    /// `None` once the connection has ended (or been handed to an upgrade).
+    driver: Option<Driver>,
 }
 
 impl Conn {
-    /// Lets the connection make progress; `false` once it has closed.
+    /// Lets the connection make progress; `false` once it has ended. An ended driver is
+    /// dropped at once: a request still waiting on it gets its error, and it is never
+    /// polled again.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        self.driver.as_mut().poll(cx).is_pending()
+        let Some(driver) = self.driver.as_mut() else {
+            return false;
+        };
+        if driver.as_mut().poll(cx).is_pending() {
+            return true;
+        }
+        self.driver = None;
+        false
     }
 }
 
@@ -179,14 +189,17 @@ impl H1Client {
             .map_err(SendError::Http)?;
         Ok(Conn {
             sender,
-            driver: Box::pin(connection.with_upgrades()),
+            driver: Some(Box::pin(connection.with_upgrades())),
         })
     }
 
     fn wrap(&self, conn: Conn, response: Response<Incoming>) -> Response<UpstreamBody> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // The connection now belongs to the upgrade: driven to the hand-over, never reused.
-            tokio::spawn(conn.driver);
+            // The connection now belongs to the upgrade: driven to the hand-over (unless
+            // that is done already), never reused.
+            if let Some(driver) = conn.driver {
+                tokio::spawn(driver);
+            }
             return response.map(UpstreamBody::Plain);
         }
         response.map(|incoming| {
@@ -205,19 +218,15 @@ async fn exchange(
     request: Request<RequestBody>,
 ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
     let mut response = std::pin::pin!(conn.sender.try_send_request(request));
-    let mut driver = Some(&mut conn.driver);
     poll_fn(|cx| {
         if let Poll::Ready(answer) = response.as_mut().poll(cx) {
             return Poll::Ready(answer);
         }
-        if let Some(d) = driver.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                // Closed: the request's answer is settled, poll it once more.
-                driver = None;
-                return response.as_mut().poll(cx);
-            }
+        if conn.drive(cx) {
+            return Poll::Pending;
         }
-        Poll::Pending
+        // The connection ended (its driver dropped): the answer is settled.
+        response.as_mut().poll(cx)
     })
     .await
 }

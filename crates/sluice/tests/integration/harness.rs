@@ -217,10 +217,16 @@ fn run_sluice(dir: &Path, config: &Path, log_name: &str, extra: &[&str]) -> Chil
 }
 
 impl Drop for Gateway {
+    /// Stops the process; a test whose gateway panicked anywhere (a spawned task
+    /// included, which would not stop it) fails here.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        let log = self.log();
+        if !std::thread::panicking() && log.contains("panicked at") {
+            panic!("the gateway panicked:\n{log}");
         }
     }
 }
