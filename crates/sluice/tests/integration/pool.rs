@@ -2,7 +2,7 @@
 //! a response left half read, replaced when the target closed them, closed when idle.
 
 use crate::harness::*;
-use crate::proxying::{app, bounded, h1_conn, ChannelBody};
+use crate::proxying::{app, bounded, h1_conn, read_response, ChannelBody};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming};
@@ -250,4 +250,32 @@ async fn a_connection_the_target_closed_is_replaced() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
     task.abort();
+}
+
+/// A client that waits for `100 Continue` before sending its body gets it, then the
+/// answer; the target's connection is still reused afterwards.
+#[tokio::test]
+async fn expect_continue_is_answered_and_the_connection_kept() {
+    let origin = Counting::start().await;
+    let gw = Gateway::start(&app(&[origin.url()], "")).await;
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                b"POST /echo HTTP/1.1\r\nHost: pool.test\r\nContent-Length: 5\r\n\
+                  Expect: 100-continue\r\n\r\n",
+            )
+            .await
+            .expect("write head");
+        let mut buf = Vec::new();
+        let interim = bounded("100 Continue", read_response(&mut stream, &mut buf)).await;
+        assert_eq!(interim.status, 100, "{}", interim.head);
+        stream.write_all(b"hello").await.expect("write body");
+        let answer = bounded("the answer", read_response(&mut stream, &mut buf)).await;
+        assert_eq!(answer.status, 200, "{}\n{}", answer.head, gw.log());
+        assert_eq!(answer.body, b"hello");
+    }
+    assert_eq!(origin.accepted(), 1);
 }
