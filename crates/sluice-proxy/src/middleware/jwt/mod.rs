@@ -160,8 +160,8 @@ impl Verifier {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let claims = match self.verified.get(&token, set, now) {
-            Some(claims) => claims,
+        let admitted = match self.verified.get(&token, set, now) {
+            Some(admitted) => admitted,
             None => {
                 let claims =
                     self.verify(&token)
@@ -170,25 +170,44 @@ impl Verifier {
                             challenge: INVALID_TOKEN,
                             detail,
                         })?;
-                if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
-                    self.verified.put(&token, claims.clone(), exp, set);
+                let admitted = Arc::new(self.admit(claims));
+                if let Some(exp) = admitted.claims.get("exp").and_then(Value::as_f64) {
+                    self.verified.put(&token, Arc::clone(&admitted), exp, set);
                 }
-                claims
+                admitted
             }
         };
-        if let Some(why) = claims::refusal(&self.config, &claims) {
-            return Err(ProxyError::InsufficientScope(why));
+        if let Some(why) = &admitted.refusal {
+            return Err(ProxyError::InsufficientScope(why.clone()));
         }
         if self.config.hide_credentials {
             token::hide(&self.config.token_from, parts);
         }
-        for (claim, header) in &self.config.forward_claims {
-            if let Some(value) = claims.text(claim).and_then(|t| super::header_value(&t)) {
-                parts.headers.insert(header.clone(), value);
-            }
+        for (header, value) in &admitted.forwarded {
+            parts.headers.insert(header.clone(), value.clone());
         }
-        state.claims = Some(claims);
+        state.claims = Some(admitted.claims.clone());
         Ok(())
+    }
+
+    /// What a token with `claims` gets on this middleware's routes, decided once per token:
+    /// the claim rules' verdict and the forwarded headers.
+    fn admit(&self, claims: Claims) -> Admitted {
+        let refusal = claims::refusal(&self.config, &claims);
+        let forwarded = self
+            .config
+            .forward_claims
+            .iter()
+            .filter_map(|(claim, header)| {
+                let value = claims.text(claim).and_then(|t| super::header_value(&t))?;
+                Some((header.clone(), value))
+            })
+            .collect();
+        Admitted {
+            claims,
+            refusal,
+            forwarded,
+        }
     }
 
     /// The claims of `token`, or why it is refused.
@@ -291,9 +310,19 @@ type Tokens = HashMap<u64, Entry>;
 struct Entry {
     /// The token itself: two tokens with one hash are told apart here.
     token: Box<str>,
-    claims: Claims,
+    admitted: Arc<Admitted>,
     exp: f64,
     set: usize,
+}
+
+/// A verified token's claims, with what this middleware decided from them.
+#[derive(Debug)]
+struct Admitted {
+    claims: Claims,
+    /// Why the claims do not satisfy the route's rules (403), when they do not.
+    refusal: Option<String>,
+    /// The `forward_claims` headers and their values.
+    forwarded: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 const SHARDS: usize = 16;
@@ -334,17 +363,17 @@ impl Verified {
         (hash, shard)
     }
 
-    fn get(&self, token: &str, set: usize, now: f64) -> Option<Claims> {
+    fn get(&self, token: &str, set: usize, now: f64) -> Option<Arc<Admitted>> {
         let (hash, mut shard) = self.shard(token);
         let entry = shard.get(&hash).filter(|e| *e.token == *token)?;
         if entry.exp > now && entry.set == set {
-            return Some(entry.claims.clone());
+            return Some(Arc::clone(&entry.admitted));
         }
         shard.remove(&hash);
         None
     }
 
-    fn put(&self, token: &str, claims: Claims, exp: f64, set: usize) {
+    fn put(&self, token: &str, admitted: Arc<Admitted>, exp: f64, set: usize) {
         let (hash, mut shard) = self.shard(token);
         if shard.len() >= PER_SHARD {
             let now = SystemTime::now()
@@ -357,7 +386,7 @@ impl Verified {
         }
         let entry = Entry {
             token: Box::from(token),
-            claims,
+            admitted,
             exp,
             set,
         };

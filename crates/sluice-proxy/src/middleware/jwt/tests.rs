@@ -296,21 +296,46 @@ fn token_headers_are_read_before_any_key() {
 #[test]
 fn verified_tokens_are_served_until_exp_and_only_for_the_same_key_set() {
     let verified = Verified::default();
-    let claims = Claims::new(serde_json::Map::new());
-    verified.put("token-a", claims.clone(), 1_000.0, 7);
-    assert_eq!(verified.get("token-a", 7, 999.0), Some(claims.clone()));
-    assert_eq!(verified.get("token-b", 7, 999.0), None, "another token");
-    assert_eq!(verified.get("token-a", 8, 999.0), None, "another key set");
+    let admitted = |sub: &str| {
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".into(), sub.into());
+        Arc::new(Admitted {
+            claims: Claims::new(claims),
+            refusal: None,
+            forwarded: Vec::new(),
+        })
+    };
+    let claims_of = |a: Option<Arc<Admitted>>| a.map(|a| a.claims.clone());
+    let a = admitted("a");
+    verified.put("token-a", Arc::clone(&a), 1_000.0, 7);
     assert_eq!(
-        verified.get("token-a", 7, 999.0),
+        claims_of(verified.get("token-a", 7, 999.0)),
+        Some(a.claims.clone())
+    );
+    assert_eq!(
+        claims_of(verified.get("token-b", 7, 999.0)),
+        None,
+        "another token"
+    );
+    assert_eq!(
+        claims_of(verified.get("token-a", 8, 999.0)),
+        None,
+        "another key set"
+    );
+    assert_eq!(
+        claims_of(verified.get("token-a", 7, 999.0)),
         None,
         "dropped once it missed"
     );
-    verified.put("token-a", claims.clone(), 1_000.0, 7);
-    assert_eq!(verified.get("token-a", 7, 1_000.0), None, "expired");
+    verified.put("token-a", Arc::clone(&a), 1_000.0, 7);
+    assert_eq!(
+        claims_of(verified.get("token-a", 7, 1_000.0)),
+        None,
+        "expired"
+    );
     // A full shard makes room instead of growing.
     for i in 0..PER_SHARD * SHARDS * 2 {
-        verified.put(&format!("t{i}"), claims.clone(), f64::MAX, 0);
+        verified.put(&format!("t{i}"), admitted("t"), f64::MAX, 0);
     }
     let kept: usize = verified
         .shards
@@ -323,8 +348,12 @@ fn verified_tokens_are_served_until_exp_and_only_for_the_same_key_set() {
 #[test]
 fn a_token_sharing_another_tokens_hash_is_not_served_its_claims() {
     let verified = Verified::default();
-    let claims = Claims::new(serde_json::Map::new());
-    verified.put("token-a", claims, f64::MAX, 0);
+    let admitted = Arc::new(Admitted {
+        claims: Claims::new(serde_json::Map::new()),
+        refusal: None,
+        forwarded: Vec::new(),
+    });
+    verified.put("token-a", admitted, f64::MAX, 0);
     // Move token-a's entry to the slot token-b hashes to, as a collision would.
     let (a, b) = (verified.hash("token-a"), verified.hash("token-b"));
     let entry = verified
@@ -333,5 +362,5 @@ fn a_token_sharing_another_tokens_hash_is_not_served_its_claims() {
         .remove(&a)
         .expect("token-a is kept");
     verified.shard("token-b").1.insert(b, entry);
-    assert_eq!(verified.get("token-b", 0, 1.0), None);
+    assert!(verified.get("token-b", 0, 1.0).is_none());
 }

@@ -6,18 +6,20 @@ use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use sluice_config::TokenSource;
+use std::borrow::Cow;
 
-/// The token of the first source, in order, that has a non-empty one.
-pub fn find(sources: &[TokenSource], parts: &Parts) -> Option<String> {
+/// The token of the first source, in order, that has a non-empty one; borrowed from the
+/// request unless it had to be decoded from the query.
+pub fn find<'a>(sources: &[TokenSource], parts: &'a Parts) -> Option<Cow<'a, str>> {
     sources.iter().find_map(|source| {
         let token = match source {
             TokenSource::Header(name) => {
                 let value = parts.headers.get(name)?.to_str().ok()?;
-                bearer(value, *name == AUTHORIZATION)?.to_string()
+                Cow::Borrowed(bearer(value, *name == AUTHORIZATION)?)
             }
-            TokenSource::Cookie(name) => cookie(&parts.headers, name)?.to_string(),
+            TokenSource::Cookie(name) => Cow::Borrowed(cookie(&parts.headers, name)?),
             TokenSource::Query(name) => {
-                String::from_utf8(query_param(parts.uri.query()?, name)?).ok()?
+                Cow::Owned(String::from_utf8(query_param(parts.uri.query()?, name)?).ok()?)
             }
         };
         Some(token).filter(|t| !t.is_empty())
@@ -95,7 +97,7 @@ mod tests {
     #[test]
     fn authorization_needs_the_bearer_scheme() {
         let s = [TokenSource::Header(AUTHORIZATION)];
-        let find = |v: &str| find(&s, &parts("/", &[("authorization", v)]));
+        let find = |v: &str| find(&s, &parts("/", &[("authorization", v)])).map(Cow::into_owned);
         assert_eq!(find("Bearer abc.def.ghi").as_deref(), Some("abc.def.ghi"));
         assert_eq!(find("bearer   abc ").as_deref(), Some("abc"));
         assert_eq!(find("BEARER abc").as_deref(), Some("abc"));
