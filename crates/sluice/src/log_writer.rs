@@ -11,6 +11,9 @@ use std::time::Duration;
 const GATHER: Duration = Duration::from_millis(20);
 /// Lines waiting beyond this make the data path wait for the writer: nothing is dropped.
 const MAX_PENDING: usize = 32 * 1024 * 1024;
+/// How long the process waits at exit for the last lines to be written: a stalled stdout
+/// must not keep it from exiting.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct State {
@@ -20,6 +23,8 @@ struct State {
     /// Threads wait on `drained` for the writer to take the pending lines.
     blocked: usize,
     closing: bool,
+    /// The writer has written everything and stopped.
+    finished: bool,
 }
 
 struct Shared {
@@ -117,22 +122,37 @@ fn run(shared: &Shared, mut out: impl Write) {
         // Nowhere to report a failed log write but the log itself.
         let _ = out.write_all(&batch).and_then(|()| out.flush());
         batch.clear();
-        if closing && shared.lock().pending.is_empty() {
-            return;
+        if closing {
+            let mut state = shared.lock();
+            if state.pending.is_empty() {
+                state.finished = true;
+                shared.drained.notify_all();
+                return;
+            }
         }
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        {
+        let finished = {
             let mut state = self.shared.lock();
             state.closing = true;
             self.shared.arrived.notify_one();
             self.shared.drained.notify_all();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            let (state, _) = self
+                .shared
+                .drained
+                .wait_timeout_while(state, EXIT_WAIT, |s| !s.finished)
+                .unwrap_or_else(PoisonError::into_inner);
+            state.finished
+        };
+        match self.thread.take() {
+            Some(thread) if finished => {
+                let _ = thread.join();
+            }
+            // Still blocked on stdout: the process exits without it.
+            _ => {}
         }
     }
 }
@@ -217,5 +237,34 @@ mod tests {
                 "thread {t} out of order"
             );
         }
+    }
+
+    /// Blocks every write, like a stdout pipe nobody reads.
+    struct Stalled(Mutex<std::sync::mpsc::Receiver<()>>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.lock().map(|r| r.recv());
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_stdout_does_not_keep_the_process_from_exiting() {
+        let (_never, blocked) = std::sync::mpsc::channel();
+        let (writer, guard) = LogWriter::start(Stalled(Mutex::new(blocked))).expect("writer");
+        writer.write_lines(b"a line nobody reads\n");
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+        dropped
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the guard gave up on the stalled writer");
     }
 }
