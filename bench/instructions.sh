@@ -23,10 +23,7 @@ N=${N:-10000}
 ORIGIN_PORT=${ORIGIN_PORT:-19280}
 PROXY_PORT=${PROXY_PORT:-19281}
 
-bench_tools valgrind:valgrind nginx:nginx-light h2load:nghttp2-client openssl:openssl
-if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
-  python3 -m pip install --quiet pyjwt cryptography || python3 -m pip install --quiet --break-system-packages pyjwt cryptography
-fi
+bench_tools valgrind:valgrind nginx:nginx-light h2load:nghttp2-client
 bench_sluice
 
 work=$(mktemp -d)
@@ -37,41 +34,9 @@ trap cleanup EXIT
 nginx_origin "$work/origin" "$ORIGIN_PORT" "hello from the origin, a small JSON-sized answer"
 taskset -c "$OTHER_CPUS" nginx -c "$work/origin/nginx.conf" -p "$work/origin" 2>/dev/null & pids+=($!)
 
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/jwt.key" 2>/dev/null
-openssl pkey -in "$work/jwt.key" -pubout -out "$work/jwt.pub.pem"
-TOKEN=$(python3 - "$work/jwt.key" <<'PY'
-import sys, time, jwt
-key = open(sys.argv[1]).read()
-claims = {"sub": "bench-user", "iss": "https://idp.bench", "aud": "api",
-          "iat": int(time.time()), "exp": int(time.time()) + 86400, "scope": "orders:read"}
-print(jwt.encode(claims, key, algorithm="RS256"))
-PY
-)
+TOKEN=$(edge_jwt "$work")
 
-mkdir -p "$work/proxy"
-cat > "$work/proxy/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-error_log $work/proxy/error.log warn;
-pid $work/proxy/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
-  server {
-    listen 127.0.0.1:$PROXY_PORT;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
+nginx_proxy "$work/proxy" "$PROXY_PORT" "$ORIGIN_PORT" "master_process off;"
 
 sluice_config() { # $1: plain | edge
   cat <<CONF
@@ -84,20 +49,7 @@ watch_config = false
 [admin]
 enabled = false
 
-[middleware.auth]
-type = "jwt"
-algorithms = ["RS256"]
-public_keys = ["$work/jwt.pub.pem"]
-issuer = "https://idp.bench"
-audience = ["api"]
-require_scopes = ["orders:read"]
-forward_claims = { sub = "x-user-id" }
-
-[middleware.limit]
-type = "rate_limit"
-rate = 1000000000
-per = "1s"
-key = "ip"
+$(edge_middleware "$work/jwt.pub.pem")
 
 [clusters.origin]
 targets = ["http://127.0.0.1:$ORIGIN_PORT"]

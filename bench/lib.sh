@@ -51,6 +51,79 @@ http {
 CONF
 }
 
+# nginx_proxy DIR PORT ORIGIN_PORT [TOP] [H2_PORT]: writes DIR/nginx.conf for a one-worker
+# nginx proxying every request on PORT (and HTTP/2 on H2_PORT) to the origin over
+# keep-alive connections, as Sluice does; TOP is added to the top-level directives.
+nginx_proxy() {
+  mkdir -p "$1"
+  local h2=""
+  if [ -n "${5:-}" ]; then h2="listen 127.0.0.1:$5 http2;"; fi
+  cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+${4:-}
+error_log $1/error.log warn;
+pid $1/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$3; keepalive 128; }
+  server {
+    listen 127.0.0.1:$2;
+    $h2
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+}
+
+# edge_jwt DIR: an RS256 key pair in DIR (jwt.key, jwt.pub.pem); prints a token that
+# edge_middleware accepts. Installs openssl and PyJWT when missing.
+edge_jwt() {
+  bench_tools openssl:openssl
+  if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
+    python3 -m pip install --quiet pyjwt cryptography || python3 -m pip install --quiet --break-system-packages pyjwt cryptography
+  fi
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1/jwt.key" 2>/dev/null
+  openssl pkey -in "$1/jwt.key" -pubout -out "$1/jwt.pub.pem"
+  python3 - "$1/jwt.key" <<'PY'
+import sys, time, jwt
+key = open(sys.argv[1]).read()
+claims = {"sub": "bench-user", "iss": "https://idp.bench", "aud": "api",
+          "iat": int(time.time()), "exp": int(time.time()) + 86400, "scope": "orders:read"}
+print(jwt.encode(claims, key, algorithm="RS256"))
+PY
+}
+
+# edge_middleware PUBLIC_KEY: the edge route's middleware blocks, `auth` (JWT, RS256 with
+# PUBLIC_KEY, issuer, audience and a scope checked, `sub` forwarded) and `limit` (a memory
+# rate limit high enough never to refuse).
+edge_middleware() {
+  cat <<CONF
+[middleware.auth]
+type = "jwt"
+algorithms = ["RS256"]
+public_keys = ["$1"]
+issuer = "https://idp.bench"
+audience = ["api"]
+require_scopes = ["orders:read"]
+forward_claims = { sub = "x-user-id" }
+
+[middleware.limit]
+type = "rate_limit"
+rate = 1000000000
+per = "1s"
+key = "ip"
+CONF
+}
+
 # wrk's latency ("812.00us", "1.20ms", "2.01s") in milliseconds.
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v=v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v=v*1000 }; printf "%.3f", v }'; }
 # The median of the numbers on stdin, one per line.

@@ -36,31 +36,7 @@ trap cleanup EXIT
 bench_sluice
 
 nginx_origin "$work/origin" "$ORIGIN_PORT" "hello from the origin, a small JSON-sized answer"
-mkdir -p "$work/proxy"
-
-cat > "$work/proxy/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $work/proxy/error.log warn;
-pid $work/proxy/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    listen 127.0.0.1:$((NGINX_PORT + 10)) http2;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
+nginx_proxy "$work/proxy" "$NGINX_PORT" "$ORIGIN_PORT" "" "$((NGINX_PORT + 10))"
 
 cat > "$work/sluice.toml" <<CONF
 [server]
