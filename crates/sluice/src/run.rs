@@ -327,31 +327,26 @@ async fn watch_file(path: PathBuf, reloader: Reloader) {
 /// in batches (see [`crate::log_writer`]). Nothing is dropped: a request waits if the
 /// writer falls far behind. The returned guard writes what is left when the process ends.
 fn init_logging(format: LogFormat) -> Option<crate::log_writer::Guard> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (writer, guard) = match crate::log_writer::LogWriter::start(std::io::stdout()) {
-        Ok(started) => started,
+    let (writer, guard, ansi) = match crate::log_writer::LogWriter::start(std::io::stdout()) {
+        Ok((writer, guard)) => {
+            // Access-log lines are formatted by the data path and go to the same writer.
+            let style = match format {
+                LogFormat::Json => sluice_proxy::access_log::Style::Json,
+                LogFormat::Pretty => sluice_proxy::access_log::Style::Pretty,
+            };
+            let access = writer.clone();
+            sluice_proxy::access_log::install(style, move |line| access.write_lines(line));
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            (BoxMakeWriter::new(writer), Some(guard), ansi)
+        }
         Err(e) => {
             eprintln!("sluice: cannot start the log writer thread ({e}); logging to stderr");
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(std::io::stderr);
-            match format {
-                LogFormat::Json => builder.json().flatten_event(true).init(),
-                LogFormat::Pretty => builder.init(),
-            }
-            return None;
+            (BoxMakeWriter::new(std::io::stderr), None, false)
         }
     };
-    // Access-log lines are formatted by the data path and go to the same writer.
-    let style = match format {
-        LogFormat::Json => sluice_proxy::access_log::Style::Json,
-        LogFormat::Pretty => sluice_proxy::access_log::Style::Pretty,
-    };
-    let access = writer.clone();
-    sluice_proxy::access_log::install(style, move |line| access.write_lines(line));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -360,5 +355,5 @@ fn init_logging(format: LogFormat) -> Option<crate::log_writer::Guard> {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Pretty => builder.init(),
     }
-    Some(guard)
+    guard
 }

@@ -102,7 +102,8 @@ async fn reap(pool: Weak<Pool>, timeout: Duration) {
     loop {
         tokio::time::sleep(timeout / 2).await;
         let Some(pool) = pool.upgrade() else { return };
-        let expired = {
+        // Closed outside the lock.
+        let (expired, reaping) = {
             let mut idle = pool.lock();
             let now = Instant::now();
             let keep = idle
@@ -111,14 +112,11 @@ async fn reap(pool: Weak<Pool>, timeout: Duration) {
                 .position(|(_, since)| now.duration_since(*since) < timeout)
                 .unwrap_or(idle.conns.len());
             let expired: Vec<_> = idle.conns.drain(..keep).collect();
-            if idle.conns.is_empty() {
-                idle.reaping = false;
-            }
+            idle.reaping = !idle.conns.is_empty();
             (expired, idle.reaping)
         };
-        let (closed, still_reaping) = expired;
-        drop(closed);
-        if !still_reaping {
+        drop(expired);
+        if !reaping {
             return;
         }
     }
