@@ -51,6 +51,7 @@ pub struct LimitsConfig {
     pub max_header_size: Option<Spanned<SizeValue>>,
     pub max_headers: Option<Spanned<i64>>,
     pub header_read_timeout: Option<Spanned<String>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
     pub body_read_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_requests: Option<Spanned<i64>>,

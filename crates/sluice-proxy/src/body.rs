@@ -159,9 +159,9 @@ impl Body for ResponseBody {
                 (Poll::Ready(frame), Some(idle)) => {
                     let next = tokio::time::Instant::now() + idle.after;
                     idle.timer.as_mut().reset(next);
-                    Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                    Poll::Ready(frame)
                 }
-                (polled, _) => polled.map(|f| f.map(|f| f.map_err(BoxError::from))),
+                (polled, _) => polled,
             },
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };

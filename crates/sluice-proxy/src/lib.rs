@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod counted;
 pub mod forward;
 pub mod gateway;
+pub mod http1;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;

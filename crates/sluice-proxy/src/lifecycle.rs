@@ -8,6 +8,8 @@ use crate::forward::{forward, Forwarded, Origin, Outgoing, Payload};
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::Metrics;
 use crate::middleware::{self, cors, Context, RequestState};
+use crate::protocol::http1::ClientUpgrade;
+use crate::protocol::DownstreamBody;
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
 use crate::upstream::headers::{ip_header, set_forwarded, set_upgrade, strip_hop_by_hop};
@@ -16,7 +18,6 @@ use http::header::{HeaderValue, CONTENT_LENGTH, HOST, SET_COOKIE, TRANSFER_ENCOD
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderName, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use sluice_config::{Action, Limits, Route};
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -68,7 +69,7 @@ struct Progress {
 pub async fn handle(
     gateway: Arc<Gateway>,
     conn: Arc<ConnInfo>,
-    request: Request<Incoming>,
+    request: Request<DownstreamBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     gateway.metrics.active_requests.inc();
@@ -157,7 +158,7 @@ async fn proxy(
     snapshot: &Snapshot,
     metrics: &Metrics,
     conn: &ConnInfo,
-    request: Request<Incoming>,
+    request: Request<DownstreamBody>,
     request_id: &HeaderValue,
     progress: &mut Progress,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -277,7 +278,7 @@ async fn proxy(
     }
     let slot = cluster.acquire_slot(route.timeout).await?;
 
-    let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let client_upgrade = parts.extensions.remove::<ClientUpgrade>();
     let original_host = original_host(&parts);
     let upgrade = strip_hop_by_hop(&mut parts.headers)
         .filter(|_| client_upgrade.is_some() && parts.version == Version::HTTP_11);
@@ -333,12 +334,9 @@ async fn proxy(
     .await?;
     if upgrade.is_some() && response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(crate::protocol::tunnel(
-                client_upgrade,
-                upstream_upgrade,
-                in_flight,
-            ));
+            if let Some(upstream) = response.body_mut().take_upgrade() {
+                tokio::spawn(crate::protocol::tunnel(client_upgrade, upstream, in_flight));
+            }
         }
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, ResponseBody::full("")));
@@ -533,7 +531,7 @@ fn respond(
     response
 }
 
-fn request_id(request: &Request<Incoming>) -> HeaderValue {
+fn request_id<B>(request: &Request<B>) -> HeaderValue {
     match request.headers().get(X_REQUEST_ID) {
         Some(v)
             if !v.is_empty()
@@ -542,17 +540,24 @@ fn request_id(request: &Request<Incoming>) -> HeaderValue {
         {
             v.clone()
         }
-        _ => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let mut n = fastrand::u128(..);
-            let mut id = [0u8; 32];
-            for digit in id.iter_mut().rev() {
-                *digit = HEX[(n & 0xf) as usize];
-                n >>= 4;
-            }
-            HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
-        }
+        _ => generated_request_id(),
     }
+}
+
+/// A new random request id, for an answer given before a request could be read.
+pub fn new_request_id() -> String {
+    generated_request_id().to_str().unwrap_or("-").to_string()
+}
+
+fn generated_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for digit in id.iter_mut().rev() {
+        *digit = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]

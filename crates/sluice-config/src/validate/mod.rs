@@ -238,6 +238,11 @@ fn server(c: &mut Checker, s: &raw::ServerConfig, all: (&[Middleware], &[&str]))
             "server.limits.header_read_timeout",
             Duration::from_secs(10),
         ),
+        keepalive_timeout: c.duration(
+            &l.keepalive_timeout,
+            "server.limits.keepalive_timeout",
+            Duration::from_secs(75),
+        ),
         body_read_timeout: c.duration(
             &l.body_read_timeout,
             "server.limits.body_read_timeout",

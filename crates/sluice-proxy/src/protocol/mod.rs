@@ -2,17 +2,21 @@
 //! told apart by the first bytes, with the limits from `[server.limits]`, upgrades, and
 //! graceful shutdown.
 
+pub mod http1;
 mod sniff;
 mod woken;
 
 use crate::cluster::InFlight;
 use crate::gateway::Gateway;
 use crate::lifecycle::{handle, ConnInfo};
-use hyper::server::conn::{http1, http2};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::Limits;
+pub use sniff::Prefixed;
 use sniff::{sniff, Protocol};
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -25,7 +29,7 @@ use woken::WhenWoken;
 /// The HTTP server settings every connection of a listener uses.
 #[derive(Debug)]
 pub struct Http {
-    http1: http1::Builder,
+    http1: http1::H1Settings,
     http2: http2::Builder<TokioExecutor>,
     /// How long a new connection may take to send its first bytes.
     first_bytes_timeout: Duration,
@@ -33,16 +37,16 @@ pub struct Http {
 
 /// Builds the server settings from the configured limits.
 pub fn http_builder(limits: &Limits) -> Http {
-    let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers.saturating_mul(2).max(100))
-        .max_buf_size(
-            (limits.max_header_size + limits.max_uri_size)
+    let h1 = http1::H1Settings {
+        limits: http1::HeadLimits {
+            max_head: (limits.max_header_size + limits.max_uri_size)
                 .saturating_mul(2)
                 .max(8192),
-        )
-        .keep_alive(true);
+            max_headers: limits.max_headers.saturating_mul(2).max(100),
+        },
+        header_read_timeout: limits.header_read_timeout,
+        keepalive_timeout: limits.keepalive_timeout,
+    };
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(100)
@@ -76,6 +80,29 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let sniffed = match first_request_bytes(&http, stream, &shutdown).await {
+        Some(sniffed) => sniffed,
+        None => return,
+    };
+    let conn = Arc::new(conn);
+    match sniffed {
+        (Protocol::Http1, io) => {
+            http1::serve(Box::new(io), http.http1, gateway, conn, shutdown).await
+        }
+        (Protocol::Http2, io) => serve_http2(&http, io, gateway, conn, shutdown).await,
+    }
+}
+
+/// The connection's first bytes, told apart as HTTP/1.1 or HTTP/2; `None` when the
+/// client sent nothing in time or the gateway stopped first.
+async fn first_request_bytes<S>(
+    http: &Http,
+    stream: S,
+    shutdown: &ShutdownWatch,
+) -> Option<(Protocol, Prefixed<S>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut stop = shutdown.signal.clone();
     let first_bytes = tokio::time::timeout(http.first_bytes_timeout, sniff(stream));
     tokio::pin!(first_bytes);
@@ -86,43 +113,48 @@ pub async fn serve_connection<S>(
         () = stopped(&mut stop) => {
             match tokio::time::timeout(LINGER, &mut first_bytes).await {
                 Ok(sniffed) => sniffed,
-                Err(_) => return,
+                Err(_) => return None,
             }
         }
     };
-    let sniffed = match sniffed {
-        Ok(Ok(Some(sniffed))) => sniffed,
-        Ok(Ok(None)) => return,
+    match sniffed {
+        Ok(Ok(sniffed)) => sniffed,
         Ok(Err(e)) => {
-            return tracing::debug!("client connection failed before its first request: {e}")
+            tracing::debug!("client connection failed before its first request: {e}");
+            None
         }
         Err(_) => {
-            return tracing::debug!("client sent nothing within the header read timeout; closed")
+            tracing::debug!("client sent nothing within the header read timeout; closed");
+            None
         }
-    };
-    let conn = Arc::new(conn);
+    }
+}
+
+/// Serves an HTTP/2 connection with hyper's server.
+async fn serve_http2<S>(
+    http: &Http,
+    io: Prefixed<S>,
+    gateway: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    shutdown: ShutdownWatch,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let first_request = Arc::new(Notify::new());
     let arrived = Arc::clone(&first_request);
     let service = service_fn(move |request| {
         arrived.notify_one();
-        handle(Arc::clone(&gateway), Arc::clone(&conn), request)
+        handle(
+            Arc::clone(&gateway),
+            Arc::clone(&conn),
+            request.map(DownstreamBody::H2),
+        )
     });
-    let result = match sniffed {
-        (Protocol::Http1, io) => {
-            let connection = http.http1.serve_connection(TokioIo::new(io), service);
-            drive(connection.with_upgrades(), shutdown, &first_request, |c| {
-                c.graceful_shutdown()
-            })
-            .await
-        }
-        (Protocol::Http2, io) => {
-            let connection = http.http2.serve_connection(TokioIo::new(io), service);
-            drive(connection, shutdown, &first_request, |c| {
-                c.graceful_shutdown()
-            })
-            .await
-        }
-    };
+    let connection = http.http2.serve_connection(TokioIo::new(io), service);
+    let result = drive(connection, shutdown, &first_request, |c| {
+        c.graceful_shutdown()
+    })
+    .await;
     if let Err(e) = result {
         tracing::debug!("client connection ended: {e}");
     }
@@ -179,18 +211,62 @@ pub async fn stopped(signal: &mut watch::Receiver<bool>) {
 }
 
 /// Copies bytes both ways between a client and a target once both switched protocols.
-pub async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::info!("protocol upgrade failed: {e}");
-            return;
-        }
+pub async fn tunnel(
+    client: http1::ClientUpgrade,
+    mut upstream: Prefixed<crate::upstream::UpstreamStream>,
+    in_flight: InFlight,
+) {
+    let Some(mut client) = client.take().await else {
+        tracing::info!("protocol upgrade failed: the client's connection was not handed over");
+        return;
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!("upgraded connection ended: {e}");
     }
     drop(in_flight);
+}
+
+/// A request body as the client sends it: over HTTP/1.1 (read by Sluice's server) or
+/// HTTP/2 (hyper's), or none.
+#[derive(Debug)]
+pub enum DownstreamBody {
+    H1(http1::H1RequestBody),
+    H2(Incoming),
+    Empty,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            DownstreamBody::H1(body) => Pin::new(body).poll_frame(cx),
+            DownstreamBody::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BoxError::from))),
+            DownstreamBody::Empty => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownstreamBody::H1(body) => body.is_end_stream(),
+            DownstreamBody::H2(body) => body.is_end_stream(),
+            DownstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownstreamBody::H1(body) => body.size_hint(),
+            DownstreamBody::H2(body) => body.size_hint(),
+            DownstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
 }

@@ -7,12 +7,13 @@ pub mod headers;
 mod request_body;
 pub mod tls;
 
+pub use connector::UpstreamStream;
 pub use h1::UpstreamBody;
 pub use request_body::{BodyTimeout, BodyTooLarge, ExcessBody, Kept, RequestBody};
 
 use crate::rescue::ProxyError;
 use connector::{ConnectError, TargetConnector};
-use h1::{H1Client, SendError};
+use h1::{ExchangeError, H1Client, SendError};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sluice_config::{Cluster, Target, TargetAddress};
@@ -87,13 +88,20 @@ impl UpstreamClient {
                 .map(|sent| {
                     sent.map_err(|e| match e {
                         SendError::Connect(e) => self.connect_error(&e),
-                        SendError::Http(e) => self.classify(&e),
+                        SendError::Exchange(ExchangeError::Body(body)) => {
+                            client_body_error(body.as_ref())
+                                .unwrap_or_else(|| ProxyError::DownstreamBody(body.to_string()))
+                        }
+                        SendError::Exchange(e) => ProxyError::Upstream {
+                            target: self.target.clone(),
+                            cause: e.to_string(),
+                        },
                     })
                 }),
             Pool::Http2(client) => tokio::time::timeout(timeout, client.request(request))
                 .await
                 .map(|sent| {
-                    sent.map(|response| response.map(UpstreamBody::Plain))
+                    sent.map(|response| response.map(|b| UpstreamBody::Plain(Some(b))))
                         .map_err(|e| self.classify(&e))
                 }),
         };
@@ -162,8 +170,10 @@ pub fn client_body_error(error: &(dyn StdError + 'static)) -> Option<ProxyError>
     if let Some(timeout) = error.downcast_ref::<BodyTimeout>() {
         return Some(ProxyError::BodyTimeout(timeout.0));
     }
-    (error.is::<hyper::Error>() || error.is::<ExcessBody>())
-        .then(|| ProxyError::DownstreamBody(error.to_string()))
+    (error.is::<hyper::Error>()
+        || error.is::<ExcessBody>()
+        || error.is::<crate::protocol::http1::RequestBodyError>())
+    .then(|| ProxyError::DownstreamBody(error.to_string()))
 }
 
 /// An HTTP/2 stream the target refused, or closed by GOAWAY, before processing it:

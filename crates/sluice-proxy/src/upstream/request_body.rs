@@ -4,11 +4,11 @@
 //! ended, so a client that sends more than it declared (possible over HTTP/2) aborts the
 //! upstream request instead of completing it.
 
+use crate::protocol::DownstreamBody;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -61,7 +61,7 @@ pub enum Kept {
 /// A client's request body on its way to a target.
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: Incoming,
+    inner: DownstreamBody,
     /// Bytes still expected, when the client declared a length.
     remaining: Option<u64>,
     /// The chunk that completed the declared length, until the end is confirmed.
@@ -89,7 +89,7 @@ impl RequestBody {
     /// `limit` the most it may carry.
     /// `idle` is the longest the client may pause between two pieces of body.
     pub fn new(
-        inner: Incoming,
+        inner: DownstreamBody,
         declared: Option<u64>,
         limit: Option<u64>,
         idle: std::time::Duration,
@@ -247,7 +247,7 @@ impl Body for ClientBody {
                 Poll::Ready(None) => {
                     return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))))
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(idle) = &mut this.idle {
                         idle.waiting = false;

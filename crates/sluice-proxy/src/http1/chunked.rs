@@ -1,0 +1,275 @@
+//! The chunked transfer coding (RFC 9112, 7.1): a strict decoder that takes chunks out of
+//! a read buffer in place, and the framing written around each chunk sent.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+
+/// The longest chunk-size line (size and extensions) accepted.
+const MAX_LINE: usize = 4096;
+/// The most trailer section accepted.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A chunked body that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("invalid chunk size")]
+    Size,
+    #[error("chunk size line too long")]
+    LineTooLong,
+    #[error("chunk line not ended by CRLF")]
+    LineEnd,
+    #[error("chunk data not followed by CRLF")]
+    DataEnd,
+    #[error("invalid trailer section")]
+    Trailers,
+}
+
+/// What the next look at the buffer gave.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The body is complete, with its trailers if it had any.
+    End(Option<HeaderMap>),
+    /// More bytes are needed.
+    Incomplete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+/// Reads a chunked body out of a buffer, as far as the buffer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkedDecoder {
+    state: State,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder { state: State::Size }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Whether the last chunk and the trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Takes the next piece of body out of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
+        loop {
+            match self.state {
+                State::Size => {
+                    let Some(line) = line(buf, MAX_LINE)? else {
+                        return Ok(Decoded::Incomplete);
+                    };
+                    let size = chunk_size(&buf[..line])?;
+                    buf.advance(line + 2);
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::Data(size)
+                    };
+                }
+                State::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::Incomplete);
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                State::DataEnd => {
+                    if buf.len() < 2 {
+                        if buf.first().is_some_and(|b| *b != b'\r') {
+                            return Err(ChunkError::DataEnd);
+                        }
+                        return Ok(Decoded::Incomplete);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ChunkError::DataEnd);
+                    }
+                    buf.advance(2);
+                    self.state = State::Size;
+                }
+                State::Trailers => return self.trailers(buf),
+                State::Done => return Ok(Decoded::End(None)),
+            }
+        }
+    }
+
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
+        if buf.starts_with(b"\r\n") {
+            buf.advance(2);
+            self.state = State::Done;
+            return Ok(Decoded::End(None));
+        }
+        let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+            if buf.len() > MAX_TRAILERS {
+                return Err(ChunkError::Trailers);
+            }
+            return Ok(Decoded::Incomplete);
+        };
+        let section = buf.split_to(end + 4).freeze();
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let parsed = match httparse::parse_headers(&section, &mut fields) {
+            Ok(httparse::Status::Complete((_, fields))) => fields,
+            _ => return Err(ChunkError::Trailers),
+        };
+        let mut trailers = HeaderMap::with_capacity(parsed.len());
+        for field in parsed {
+            let name = http::HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| ChunkError::Trailers)?;
+            let value = http::HeaderValue::from_maybe_shared(section.slice_ref(field.value))
+                .map_err(|_| ChunkError::Trailers)?;
+            trailers.append(name, value);
+        }
+        self.state = State::Done;
+        Ok(Decoded::End(Some(trailers)))
+    }
+}
+
+/// The length of the CRLF-ended line at the start of `buf`, without its CRLF, once it is
+/// all there. A bare LF or CR is an error.
+fn line(buf: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
+    let seen = &buf[..buf.len().min(max + 2)];
+    match memchr::memchr2(b'\r', b'\n', seen) {
+        Some(i) if seen[i] == b'\n' => Err(ChunkError::LineEnd),
+        Some(i) if i + 1 == seen.len() => Ok(None),
+        Some(i) if seen[i + 1] == b'\n' => Ok(Some(i)),
+        Some(_) => Err(ChunkError::LineEnd),
+        None if buf.len() > max => Err(ChunkError::LineTooLong),
+        None => Ok(None),
+    }
+}
+
+/// `chunk-size [ chunk-ext ]`: hex digits, then nothing or extensions starting with `;`.
+fn chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(ChunkError::Size);
+    }
+    let rest = &line[digits..];
+    let ext = rest.trim_ascii_start();
+    if !ext.is_empty()
+        && (ext[0] != b';' || ext.iter().any(|b| b.is_ascii_control() && *b != b'\t'))
+    {
+        return Err(ChunkError::Size);
+    }
+    let text = std::str::from_utf8(&line[..digits]).map_err(|_| ChunkError::Size)?;
+    u64::from_str_radix(text, 16).map_err(|_| ChunkError::Size)
+}
+
+/// The line written before a chunk of `len` bytes.
+pub fn size_line(len: usize) -> Bytes {
+    Bytes::from(format!("{len:x}\r\n"))
+}
+
+/// The end of a chunked body without trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The end of a chunked body with `trailers`.
+pub fn last_chunk_with(trailers: &HeaderMap) -> Bytes {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(input: &[u8], split: usize) -> Result<(Vec<u8>, Option<HeaderMap>), ChunkError> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut fed = 0;
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Data(d) => out.extend_from_slice(&d),
+                Decoded::End(trailers) => return Ok((out, trailers)),
+                Decoded::Incomplete => {
+                    if fed == input.len() {
+                        return Err(ChunkError::Trailers);
+                    }
+                    let next = (fed + split.max(1)).min(input.len());
+                    buf.extend_from_slice(&input[fed..next]);
+                    fed = next;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reads_chunks_extensions_and_trailers() {
+        let (data, trailers) =
+            decode_all(b"5;a=b\r\nhello\r\n1\r\n!\r\n0\r\nx-sum: 9\r\n\r\n", 3).expect("valid");
+        assert_eq!(data, b"hello!");
+        assert_eq!(trailers.expect("trailers")["x-sum"], "9");
+        assert_eq!(decode_all(b"0\r\n\r\n", 1).expect("empty").0, b"");
+    }
+
+    #[test]
+    fn rejects_malformed_framing() {
+        for bad in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"fffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"5\rhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                decode_all(bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_and_any_split_decode_to_the_same_bytes(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..50), 0..8),
+            split in 1usize..40,
+        ) {
+            let mut wire = Vec::new();
+            for chunk in &chunks {
+                wire.extend_from_slice(&size_line(chunk.len()));
+                wire.extend_from_slice(chunk);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(LAST_CHUNK);
+            let (data, trailers) = decode_all(&wire, split).expect("valid");
+            prop_assert_eq!(data, chunks.concat());
+            prop_assert!(trailers.is_none());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..200), split in 1usize..20) {
+            let _ = decode_all(&input, split);
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Sluice's own HTTP/1.1 server for a client connection: one task reads each request
+//! head straight into `http` types, runs the request's lifecycle, and writes the
+//! response with its body streamed behind the head, with keep-alive, pipelining,
+//! `100 Continue`, upgrades, the header and keep-alive timeouts, and graceful shutdown.
+
+mod body;
+mod request;
+mod response;
+
+pub use body::{H1RequestBody, RequestBodyError};
+pub use request::HeadLimits;
+
+use super::sniff::Prefixed;
+use super::woken::WhenWoken;
+use super::{stopped, DownstreamBody, ShutdownWatch};
+use crate::gateway::Gateway;
+use crate::http1::poll_read;
+use crate::http1::write::{BodyFraming, BodySender, SendFailure};
+use crate::lifecycle::{handle, new_request_id, ConnInfo};
+use crate::rescue::{rescue, ProxyError};
+use body::Home;
+use bytes::BytesMut;
+use http::{Method, Request, StatusCode};
+use http_body::Body;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+/// A client connection's byte stream, whatever is under it (TCP, TLS, Unix socket).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A client connection, boxed so that one server serves every kind of listener.
+pub type BoxIo = Box<dyn Io>;
+
+/// The client's connection once it switched protocols, with the bytes it sent past the
+/// request head.
+pub type Upgraded = Prefixed<BoxIo>;
+
+/// The read side of a client connection and its buffer.
+pub struct Reader {
+    io: ReadHalf<BoxIo>,
+    buf: BytesMut,
+}
+
+/// How a connection reads heads and how long it waits for them.
+#[derive(Debug, Clone, Copy)]
+pub struct H1Settings {
+    pub limits: HeadLimits,
+    /// How long a client has to send a whole request head once it started one.
+    pub header_read_timeout: Duration,
+    /// How long a connection may wait idle for its next request.
+    pub keepalive_timeout: Duration,
+}
+
+/// The client's side of a protocol upgrade, in the request's extensions: completes with
+/// the connection once the `101` answer has been written to it.
+#[derive(Clone)]
+pub struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl std::fmt::Debug for ClientUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientUpgrade").finish_non_exhaustive()
+    }
+}
+
+impl ClientUpgrade {
+    /// The client's connection, once switched; `None` if it never was.
+    pub async fn take(self) -> Option<Upgraded> {
+        let receiver = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        receiver.await.ok()
+    }
+}
+
+/// Bytes of an unread request body read and dropped before a connection closes, so that
+/// the kernel does not reset it under the answer the client has still to read.
+const LINGER_BYTES: usize = 64 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Serves HTTP/1.1 requests on `io` until the client closes, a request says `close`,
+/// a timeout passes, or the gateway shuts down.
+pub async fn serve(
+    io: BoxIo,
+    settings: H1Settings,
+    gateway: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    shutdown: ShutdownWatch,
+) {
+    let (read, write) = tokio::io::split(io);
+    let mut reader = Some(Reader {
+        io: read,
+        buf: BytesMut::with_capacity(crate::http1::READ_CHUNK),
+    });
+    let mut writer = write;
+    let mut head_buf = BytesMut::with_capacity(1024);
+    let home = Arc::new(Home::default());
+    let mut signal = shutdown.signal.clone();
+    let mut stop = pin!(WhenWoken::new(stopped(&mut signal)));
+    let mut timer = Deadline::new(settings.header_read_timeout);
+    let mut first = true;
+    while let Some(mut rd) = reader.take() {
+        let idle = (!first).then_some(stop.as_mut());
+        let head = match read_head(&mut rd, &mut timer, idle, &settings).await {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(error) => {
+                let (parts, body) = rescue(&error, &new_request_id()).into_parts();
+                tracing::info!(code = error.code(), "{error}");
+                let exchange = response::Exchange {
+                    method_is_head: false,
+                    version: http::Version::HTTP_11,
+                    keep_alive: false,
+                };
+                let (bytes, framing, _) =
+                    response::head(&mut head_buf, &parts, body.size_hint().exact(), exchange);
+                let mut sender =
+                    BodySender::new(bytes, Some(body), framing.unwrap_or(BodyFraming::Length(0)));
+                let _ = poll_fn(|cx| sender.poll_send(&mut writer, cx)).await;
+                linger(Some(rd), writer).await;
+                return;
+            }
+        };
+        first = false;
+        let method_is_head = head.method == Method::HEAD;
+        let version = head.version;
+        let mut request = Request::new(DownstreamBody::Empty);
+        *request.method_mut() = head.method;
+        *request.uri_mut() = head.uri;
+        *request.version_mut() = head.version;
+        *request.headers_mut() = head.headers;
+        let mut upgrade = None;
+        if head.upgrade {
+            let (sender, receiver) = oneshot::channel();
+            request
+                .extensions_mut()
+                .insert(ClientUpgrade(Arc::new(Mutex::new(Some(receiver)))));
+            upgrade = Some(sender);
+        }
+        match head.framing {
+            Some(framing) => {
+                let body = H1RequestBody::new(rd, framing, Arc::clone(&home), head.expect_continue);
+                *request.body_mut() = DownstreamBody::H1(body);
+            }
+            None => reader = Some(rd),
+        }
+
+        let handler = handle(Arc::clone(&gateway), Arc::clone(&conn), request);
+        let response = if head.expect_continue {
+            with_continue(handler, &home, &mut writer).await
+        } else {
+            handler.await
+        };
+        let Ok(response) = response;
+
+        let body_read = reader.is_some() || home.is_complete();
+        let exchange = response::Exchange {
+            method_is_head,
+            version,
+            keep_alive: head.keep_alive && body_read && !*shutdown.signal.borrow(),
+        };
+        let (parts, body) = response.into_parts();
+        let exact = body.size_hint().exact();
+        let (bytes, framing, keep_alive) = response::head(&mut head_buf, &parts, exact, exchange);
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            switch(bytes, reader.take(), writer, upgrade).await;
+            return;
+        }
+        let (body, held) = match framing {
+            Some(_) => (Some(body), None),
+            None => (None, Some(body)),
+        };
+        let mut sender = BodySender::new(bytes, body, framing.unwrap_or(BodyFraming::Length(0)));
+        let sent = poll_fn(|cx| sender.poll_send(&mut writer, cx)).await;
+        drop(sender);
+        drop(held);
+        match sent {
+            Ok(()) => {}
+            Err(SendFailure::Body(e)) => {
+                tracing::debug!("response cut off: {e}");
+                break;
+            }
+            Err(SendFailure::Io(e)) => {
+                tracing::debug!("client connection failed while answering: {e}");
+                return;
+            }
+        }
+        if !keep_alive {
+            break;
+        }
+        reader = reader.or_else(|| home.take_complete());
+        timer.set(settings.keepalive_timeout);
+    }
+    linger(reader.or_else(|| home.take_any()), writer).await;
+}
+
+/// Reads the next request head, within the timeouts. `Ok(None)`: the connection is to
+/// close quietly (the client closed it, was too slow, or the gateway is stopping while
+/// it is idle). `idle` is the shutdown signal, watched between requests.
+async fn read_head<F: Future>(
+    rd: &mut Reader,
+    timer: &mut Deadline,
+    mut idle: Option<Pin<&mut WhenWoken<F>>>,
+    settings: &H1Settings,
+) -> Result<Option<request::Head>, ProxyError> {
+    poll_fn(|cx| {
+        loop {
+            let started = !rd.buf.is_empty();
+            if started {
+                if let Some(head) = request::parse(&mut rd.buf, settings.limits)? {
+                    return Poll::Ready(Ok(Some(head)));
+                }
+            }
+            match poll_read(&mut rd.io, cx, &mut rd.buf) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(_)) => {
+                    if !started {
+                        if let Some(head) = request::parse(&mut rd.buf, settings.limits)? {
+                            return Poll::Ready(Ok(Some(head)));
+                        }
+                        // A head begun: it has to be complete within the header timeout.
+                        timer.set(settings.header_read_timeout);
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        if timer.poll_expired(cx) {
+            tracing::debug!("request head not received in time; connection closed");
+            return Poll::Ready(Ok(None));
+        }
+        if let Some(stop) = idle.as_mut().filter(|_| rd.buf.is_empty()) {
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(None));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Runs the request's lifecycle, answering `100 Continue` when the body is asked for.
+async fn with_continue<F: Future>(
+    handler: F,
+    home: &Home,
+    writer: &mut WriteHalf<BoxIo>,
+) -> F::Output {
+    let mut handler = pin!(handler);
+    tokio::select! {
+        biased;
+        output = handler.as_mut() => return output,
+        () = home.continue_wanted() => {}
+    }
+    if let Err(e) = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await {
+        tracing::debug!("could not send 100 Continue: {e}");
+    }
+    handler.await
+}
+
+/// Writes the `101` head, then hands the connection to the upgrade.
+async fn switch(
+    head: bytes::Bytes,
+    reader: Option<Reader>,
+    mut writer: WriteHalf<BoxIo>,
+    upgrade: Option<oneshot::Sender<Upgraded>>,
+) {
+    if writer.write_all(&head).await.is_err() {
+        return;
+    }
+    let (Some(reader), Some(upgrade)) = (reader, upgrade) else {
+        return;
+    };
+    let io = reader.io.unsplit(writer);
+    let _ = upgrade.send(Prefixed::new(reader.buf.to_vec(), io));
+}
+
+/// Closes the connection after its last answer: the write side first, then what the
+/// client still sends is read and dropped, for a bounded time and size, so the answer is
+/// not lost to a reset.
+async fn linger(reader: Option<Reader>, mut writer: WriteHalf<BoxIo>) {
+    let _ = writer.shutdown().await;
+    let Some(mut reader) = reader else { return };
+    let drain = async {
+        let mut left = LINGER_BYTES;
+        let mut scratch = [0u8; 4096];
+        while left > 0 {
+            match reader.io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// One timer per connection for the header and keep-alive timeouts, moved without
+/// touching the timer wheel unless the new deadline is earlier than the armed one.
+struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    at: Instant,
+}
+
+impl Deadline {
+    fn new(after: Duration) -> Self {
+        let at = Instant::now() + after;
+        Deadline {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            at,
+        }
+    }
+
+    fn set(&mut self, after: Duration) {
+        self.at = Instant::now() + after;
+        if self.at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(self.at);
+        }
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.at {
+                return true;
+            }
+            self.sleep.as_mut().reset(self.at);
+        }
+        false
+    }
+}

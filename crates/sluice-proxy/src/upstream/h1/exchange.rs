@@ -1,0 +1,288 @@
+//! One request and response on one connection to a target: the request head and body
+//! written (the body streamed, also while the response is read), the response head
+//! parsed from the connection's read buffer.
+
+use super::super::connector::UpstreamStream;
+use super::super::RequestBody;
+use crate::http1::write::{self, BodyFraming, BodySender, SendFailure};
+use crate::http1::{poll_read, READ_CHUNK};
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::Body;
+use std::io;
+use std::task::{ready, Context, Poll};
+
+/// The largest response head read from a target.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a response head.
+const MAX_FIELDS: usize = 128;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The client's request body failed: the client's fault, not the target's.
+    #[error(transparent)]
+    Body(BoxError),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the target closed the connection before answering")]
+    Closed,
+    #[error("invalid response from the target: {0}")]
+    Invalid(&'static str),
+}
+
+/// One keep-alive connection to a target, with its read buffer.
+pub struct Conn {
+    pub io: UpstreamStream,
+    pub rbuf: BytesMut,
+    /// Request heads are written here.
+    pub wbuf: BytesMut,
+}
+
+impl Conn {
+    pub fn new(io: UpstreamStream) -> Box<Self> {
+        Box::new(Conn {
+            io,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(512),
+        })
+    }
+
+    /// Whether the connection is quiet and still open: the target neither closed it nor
+    /// sent anything unasked. Costs no system call while the socket has nothing to read.
+    pub fn is_idle_and_open(&mut self, cx: &mut Context<'_>) -> bool {
+        self.rbuf.is_empty() && poll_read(&mut self.io, cx, &mut self.rbuf).is_pending()
+    }
+}
+
+/// A response head from a target.
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// The request head for `method`, `target` and `headers`, framed for `body`: its length
+/// when known, chunked otherwise. The client's own framing headers are not copied.
+pub fn request_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: &RequestBody,
+) -> (Bytes, BodyFraming) {
+    write::request_line(buf, method, target);
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    let framing = if body.is_end_stream() {
+        let expects_body = !matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+        );
+        if expects_body || headers.contains_key(CONTENT_LENGTH) {
+            write::content_length(buf, 0);
+        }
+        BodyFraming::Length(0)
+    } else if let Some(n) = body.size_hint().exact() {
+        write::content_length(buf, n);
+        BodyFraming::Length(n)
+    } else {
+        buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        BodyFraming::Chunked
+    };
+    buf.extend_from_slice(b"\r\n");
+    (buf.split().freeze(), framing)
+}
+
+/// A request on its way: the part of it not yet written, and the response's head.
+pub struct Exchange {
+    /// Boxed once for the connection's life: an exchange moves with its response.
+    pub conn: Box<Conn>,
+    /// The body boxed: most requests have none, and an exchange moves with its response.
+    sender: BodySender<Box<RequestBody>>,
+    /// Writing failed: the connection cannot be reused.
+    pub write_failed: Option<io::Error>,
+}
+
+impl Exchange {
+    pub fn new(conn: Box<Conn>, head: Bytes, body: RequestBody, framing: BodyFraming) -> Self {
+        let body = (!body.is_end_stream()).then(|| Box::new(body));
+        Exchange {
+            conn,
+            sender: BodySender::new(head, body, framing),
+            write_failed: None,
+        }
+    }
+
+    /// Everything was written, or writing failed and stopped.
+    pub fn is_sent(&self) -> bool {
+        self.sender.is_sent() || self.write_failed.is_some()
+    }
+
+    /// A frame of the body was taken: the request cannot be sent again.
+    pub fn is_touched(&self) -> bool {
+        self.sender.is_touched()
+    }
+
+    /// The body, for another try, when none of it was taken.
+    pub fn untouched_body(&mut self) -> Option<RequestBody> {
+        self.sender.untouched_body().map(|body| *body)
+    }
+
+    /// Writes as much of the request as can go now. Fails only when the client's body
+    /// does; a failed write stops the sending and is kept in `write_failed`.
+    pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.is_sent() {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(self.sender.poll_send(&mut self.conn.io, cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(SendFailure::Body(e)) => Poll::Ready(Err(e)),
+            Err(SendFailure::Io(e)) => {
+                self.write_failed = Some(e);
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    /// Sends the request and reads the response head, skipping interim (1xx) answers
+    /// other than `101 Switching Protocols`.
+    pub fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, ExchangeError>> {
+        loop {
+            if let Poll::Ready(Err(e)) = self.poll_send(cx) {
+                return Poll::Ready(Err(ExchangeError::Body(e)));
+            }
+            if let Some(head) = parse_head(&mut self.conn.rbuf)? {
+                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    continue;
+                }
+                return Poll::Ready(Ok(head));
+            }
+            match ready!(poll_read(&mut self.conn.io, cx, &mut self.conn.rbuf)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(match self.write_failed.take() {
+                        Some(e) => ExchangeError::Io(e),
+                        None => ExchangeError::Closed,
+                    }))
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(ExchangeError::Io(e))),
+            }
+        }
+    }
+}
+
+/// Parses a response head at the start of `buf`, once it is all there.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(ExchangeError::Invalid("response head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ExchangeError::Invalid("too many header fields"))
+        }
+        Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
+    };
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ExchangeError::Invalid("invalid status code"))?;
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let count = response.headers.len();
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
+    let base = buf.as_ptr() as usize;
+    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (name, field.name.len(), value, field.value.len());
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name, name_len, value, value_len) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name..name + name_len])
+            .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// Whether the connection stays open after this response, as far as its head says.
+pub fn keeps_alive(head: &Head) -> bool {
+    let mut close = head.version == Version::HTTP_10;
+    for value in head.headers.get_all(CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                return false;
+            }
+            if token.eq_ignore_ascii_case(b"keep-alive") {
+                close = false;
+            }
+        }
+    }
+    !close
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_heads_whole_or_waits() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok"[..]);
+        let head = parse_head(&mut buf).expect("valid").expect("complete");
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers["x-a"], "b");
+        assert_eq!(&buf[..], b"ok");
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(parse_head(&mut partial).expect("valid so far").is_none());
+        for bad in [&b"HTTP/1.1 2OO OK\r\n\r\n"[..], b"hello\r\n\r\n"] {
+            assert!(parse_head(&mut BytesMut::from(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let head = |version, connection: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(c) = connection {
+                headers.insert(CONNECTION, HeaderValue::from_static(c));
+            }
+            Head {
+                status: StatusCode::OK,
+                version,
+                headers,
+            }
+        };
+        assert!(keeps_alive(&head(Version::HTTP_11, None)));
+        assert!(!keeps_alive(&head(Version::HTTP_11, Some("close"))));
+        assert!(!keeps_alive(&head(Version::HTTP_10, None)));
+        assert!(keeps_alive(&head(Version::HTTP_10, Some("Keep-Alive"))));
+    }
+}
