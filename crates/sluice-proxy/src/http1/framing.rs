@@ -2,6 +2,7 @@
 //! the connection's end; read out of a buffer as far as it goes.
 
 use super::chunked::{ChunkError, ChunkedDecoder, Decoded};
+use super::Seen;
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::HeaderMap;
@@ -88,8 +89,16 @@ pub enum HeadFramingError {
 pub fn declared(
     headers: &HeaderMap,
     strict_te: bool,
+    seen: Seen,
 ) -> Result<(Option<Framing>, bool), HeadFramingError> {
-    let length = content_length(headers)?;
+    let length = if seen.content_length {
+        content_length(headers)?
+    } else {
+        None
+    };
+    if !seen.transfer_encoding {
+        return Ok((length.map(Framing::Length), false));
+    }
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
     let Some(first) = codings.next() else {
         return Ok((length.map(Framing::Length), false));
@@ -148,6 +157,12 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    const ALL: Seen = Seen {
+        content_length: true,
+        transfer_encoding: true,
+        connection: true,
+    };
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
@@ -158,7 +173,7 @@ mod tests {
 
     #[test]
     fn strict_request_framing() {
-        let ok = |p: &[(&'static str, &'static str)]| declared(&headers(p), true);
+        let ok = |p: &[(&'static str, &'static str)]| declared(&headers(p), true, ALL);
         assert_eq!(ok(&[]), Ok((None, false)));
         assert_eq!(
             ok(&[("content-length", "5")]),
@@ -191,10 +206,15 @@ mod tests {
 
     #[test]
     fn lenient_response_codings() {
-        let (framing, _) =
-            declared(&headers(&[("transfer-encoding", "gzip, chunked")]), false).expect("ok");
+        let (framing, _) = declared(
+            &headers(&[("transfer-encoding", "gzip, chunked")]),
+            false,
+            ALL,
+        )
+        .expect("ok");
         assert!(matches!(framing, Some(Framing::Chunked(_))));
-        let (framing, _) = declared(&headers(&[("transfer-encoding", "gzip")]), false).expect("ok");
+        let (framing, _) =
+            declared(&headers(&[("transfer-encoding", "gzip")]), false, ALL).expect("ok");
         assert_eq!(framing, Some(Framing::Close));
     }
 

@@ -6,10 +6,38 @@ pub mod framing;
 pub mod write;
 
 use bytes::BytesMut;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::HeaderName;
 use std::io;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use tokio::io::AsyncRead;
+
+/// Where the blank line that ends a message head starts, searched by one finder built
+/// once.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    static FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    FINDER.find(buf)
+}
+
+/// Which of the headers that shape a message's framing its head carries, noted while its
+/// fields are read, so that a head without them costs no lookup.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen {
+    pub content_length: bool,
+    pub transfer_encoding: bool,
+    pub connection: bool,
+}
+
+impl Seen {
+    pub fn note(&mut self, name: &HeaderName) {
+        self.content_length |= *name == CONTENT_LENGTH;
+        self.transfer_encoding |= *name == TRANSFER_ENCODING;
+        self.connection |= *name == CONNECTION;
+    }
+}
 
 /// How much a read asks for at least.
 pub const READ_CHUNK: usize = 8 * 1024;

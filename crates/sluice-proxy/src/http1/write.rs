@@ -50,9 +50,10 @@ impl<B> BodySender<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    /// `body` is `None` when the message has none.
-    pub fn new(head: Bytes, body: Option<B>, framing: BodyFraming) -> Self {
-        let mut outbox = Outbox::default();
+    /// `body` is `None` when the message has none. `outbox` is an empty one to reuse
+    /// (see [`BodySender::take_outbox`]).
+    pub fn new(mut outbox: Outbox, head: Bytes, body: Option<B>, framing: BodyFraming) -> Self {
+        outbox.clear();
         outbox.push(head);
         BodySender {
             outbox,
@@ -65,6 +66,13 @@ where
 
     pub fn is_sent(&self) -> bool {
         self.sent
+    }
+
+    /// The outbox, emptied, to send the next message with.
+    pub fn take_outbox(&mut self) -> Outbox {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        outbox.clear();
+        outbox
     }
 
     pub fn is_touched(&self) -> bool {
@@ -198,6 +206,12 @@ impl Outbox {
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Drops whatever waits, keeping the room.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.queued = 0;
     }
 
     /// How many bytes wait.
@@ -337,7 +351,12 @@ mod tests {
     where
         B::Error: std::fmt::Debug,
     {
-        let mut sender = BodySender::new(Bytes::from_static(b"HEAD\r\n"), Some(body), framing);
+        let mut sender = BodySender::new(
+            Outbox::default(),
+            Bytes::from_static(b"HEAD\r\n"),
+            Some(body),
+            framing,
+        );
         let mut io = Trickle {
             out: Vec::new(),
             max: 5,

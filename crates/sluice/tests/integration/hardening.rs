@@ -146,9 +146,14 @@ async fn answer_raw(
 
 /// A gateway proxying `/app` to `origin_url`, with a direct answer on `/hello`. The head
 /// timeout is long so that only the gateway's own decision closes a connection.
-async fn gateway_for(origin_url: &str) -> Gateway {
+pub(crate) async fn gateway_for(origin_url: &str) -> Gateway {
+    gateway_with_limits(origin_url, "").await
+}
+
+/// [`gateway_for`] with `limits` (lines of `[server.limits]`) added.
+pub(crate) async fn gateway_with_limits(origin_url: &str, limits: &str) -> Gateway {
     Gateway::start_with(
-        "[server.limits]\nheader_read_timeout = \"60s\"\n",
+        &format!("[server.limits]\nheader_read_timeout = \"60s\"\n{limits}"),
         &format!(
             "[clusters.app]\ntargets = [\"{origin_url}\"]\n\n[[routes]]\nname = \"app\"\nprefix = \"/app\"\ncluster = \"app\"\n\n[[routes]]\nname = \"hello\"\npath = \"/hello\"\nrespond = {{ status = 200, body = \"hi\" }}\n"
         ),
@@ -157,7 +162,7 @@ async fn gateway_for(origin_url: &str) -> Gateway {
 }
 
 /// The gateway still proxies a normal request to the echo origin.
-async fn still_serves(gw: &Gateway, origin: &Origin, case: &str) {
+pub(crate) async fn still_serves(gw: &Gateway, origin: &Origin, case: &str) {
     let before = origin.hits.load(Ordering::SeqCst);
     let (status, _, body) = get(&gw.url("/app/after")).await;
     assert_eq!(

@@ -13,6 +13,7 @@ mod curl;
 mod errors;
 mod h2_hardening;
 mod hardening;
+mod http1;
 mod idp;
 mod jwt;
 mod lifecycle;

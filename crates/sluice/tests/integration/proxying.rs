@@ -166,24 +166,8 @@ where
         return response;
     }
     if response.header("transfer-encoding") == Some("chunked") {
-        loop {
-            let line = take_until(stream, buf, b"\r\n").await;
-            let size = line.split(';').next().unwrap_or("").trim();
-            match usize::from_str_radix(size, 16).expect("chunk size") {
-                0 => break,
-                n => response
-                    .body
-                    .extend_from_slice(&take_exact(stream, buf, n + 2).await[..n]),
-            }
-        }
-        loop {
-            let line = take_until(stream, buf, b"\r\n").await;
-            if line.is_empty() {
-                return response;
-            }
-            response.trailers.push_str(&line);
-            response.trailers.push('\n');
-        }
+        (response.body, response.trailers) = read_chunked(stream, buf).await;
+        return response;
     }
     let length: usize = response
         .header("content-length")
@@ -191,6 +175,32 @@ where
         .unwrap_or(0);
     response.body = take_exact(stream, buf, length).await;
     response
+}
+
+/// Reads a chunked body (of a request or a response) after its head: the data, and the
+/// trailer lines, each ended by `\n`; `buf` keeps what follows it.
+pub(crate) async fn read_chunked<S>(stream: &mut S, buf: &mut Vec<u8>) -> (Vec<u8>, String)
+where
+    S: AsyncRead + Unpin,
+{
+    let mut body = Vec::new();
+    loop {
+        let line = take_until(stream, buf, b"\r\n").await;
+        let size = line.split(';').next().unwrap_or("").trim();
+        match usize::from_str_radix(size, 16).expect("chunk size") {
+            0 => break,
+            n => body.extend_from_slice(&take_exact(stream, buf, n + 2).await[..n]),
+        }
+    }
+    let mut trailers = String::new();
+    loop {
+        let line = take_until(stream, buf, b"\r\n").await;
+        if line.is_empty() {
+            return (body, trailers);
+        }
+        trailers.push_str(&line);
+        trailers.push('\n');
+    }
 }
 
 /// Sends `request` on a new raw connection and reads one response.

@@ -15,7 +15,7 @@ use super::woken::WhenWoken;
 use super::{stopped, DownstreamBody, ShutdownWatch};
 use crate::gateway::Gateway;
 use crate::http1::poll_read;
-use crate::http1::write::{BodyFraming, BodySender, SendFailure};
+use crate::http1::write::{BodyFraming, BodySender, Outbox, SendFailure};
 use crate::lifecycle::{handle, new_request_id, ConnInfo};
 use crate::rescue::{rescue, ProxyError};
 use body::Home;
@@ -102,6 +102,7 @@ pub async fn serve(
     });
     let mut writer = write;
     let mut head_buf = BytesMut::with_capacity(1024);
+    let mut outbox = Outbox::default();
     let home = Arc::new(Home::default());
     let mut signal = shutdown.signal.clone();
     let mut stop = pin!(WhenWoken::new(stopped(&mut signal)));
@@ -122,8 +123,8 @@ pub async fn serve(
                 };
                 let (bytes, framing, _) =
                     response::head(&mut head_buf, &parts, body.size_hint().exact(), exchange);
-                let mut sender =
-                    BodySender::new(bytes, Some(body), framing.unwrap_or(BodyFraming::Length(0)));
+                let framing = framing.unwrap_or(BodyFraming::Length(0));
+                let mut sender = BodySender::new(outbox, bytes, Some(body), framing);
                 let _ = poll_fn(|cx| sender.poll_send(&mut writer, cx)).await;
                 linger(Some(rd), writer).await;
                 return;
@@ -178,8 +179,10 @@ pub async fn serve(
             Some(_) => (Some(body), None),
             None => (None, Some(body)),
         };
-        let mut sender = BodySender::new(bytes, body, framing.unwrap_or(BodyFraming::Length(0)));
+        let framing = framing.unwrap_or(BodyFraming::Length(0));
+        let mut sender = BodySender::new(outbox, bytes, body, framing);
         let sent = poll_fn(|cx| sender.poll_send(&mut writer, cx)).await;
+        outbox = sender.take_outbox();
         drop(sender);
         drop(held);
         match sent {

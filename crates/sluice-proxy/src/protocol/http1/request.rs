@@ -3,6 +3,7 @@
 //! framing headers, sizes.
 
 use crate::http1::framing::{declared, Framing};
+use crate::http1::{head_end, Seen};
 use crate::rescue::ProxyError;
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, UPGRADE};
@@ -37,33 +38,34 @@ pub struct HeadLimits {
 }
 
 /// Parses the head at the start of `buf` once it is all there, taking it out of `buf`.
+/// The head is split off the buffer first and parsed in place: header values share its
+/// bytes.
 pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, ProxyError> {
+    let Some(end) = head_end(buf) else {
+        if has_bare_lf(buf) {
+            return Err(bare_lf());
+        }
+        if buf.len() > limits.max_head {
+            return Err(too_large(buf, limits));
+        }
+        return Ok(None);
+    };
+    let len = end + 4;
+    if len > limits.max_head {
+        return Err(too_large(&buf[..len], limits));
+    }
+    if has_bare_lf(&buf[..len]) {
+        return Err(bare_lf());
+    }
+    let head = buf.split_to(len).freeze();
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut request = httparse::Request::new(&mut []);
-    let len = match request.parse_with_uninit_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_head => {
-            // The request line alone over half the room: the URI is what is too long.
-            return Err(match memchr::memmem::find(buf, b"\r\n") {
-                Some(line) if line <= limits.max_head / 2 => {
-                    ProxyError::HeadersTooLarge("header section too large")
-                }
-                line => ProxyError::UriTooLong(line.unwrap_or(buf.len()), limits.max_head / 2),
-            });
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
+    match request.parse_with_uninit_headers(&head, &mut fields) {
+        Ok(httparse::Status::Complete(parsed)) if parsed == len => {}
         Err(httparse::Error::TooManyHeaders) => {
             return Err(ProxyError::HeadersTooLarge("too many header fields"))
         }
-        Err(_) => return Err(ProxyError::BadRequest("malformed request head")),
-    };
-    if len > limits.max_head {
-        return Err(ProxyError::HeadersTooLarge("header section too large"));
-    }
-    if memchr::memchr_iter(b'\n', &buf[..len]).any(|i| i == 0 || buf[i - 1] != b'\r') {
-        return Err(ProxyError::BadRequest(
-            "a line of the request head ends in a bare LF",
-        ));
+        _ => return Err(ProxyError::BadRequest("malformed request head")),
     }
     let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
         .map_err(|_| ProxyError::BadRequest("invalid method"))?;
@@ -72,38 +74,39 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, Pro
     } else {
         Version::HTTP_11
     };
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    let path = span(request.path.unwrap_or("").as_bytes());
-    let count = request.headers.len();
-    if count > limits.max_headers {
+    if request.headers.len() > limits.max_headers {
         return Err(ProxyError::HeadersTooLarge("too many header fields"));
     }
-    let mut spans = [((0, 0), (0, 0)); MAX_FIELDS];
-    for (slot, field) in spans.iter_mut().zip(request.headers.iter()) {
-        *slot = (span(field.name.as_bytes()), span(field.value));
-    }
-    let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1))
+    let uri = Uri::from_maybe_shared(head.slice_ref(request.path.unwrap_or("").as_bytes()))
         .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &((name, name_len), (value, value_len)) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
+    // Room for the headers the gateway adds on the way to the target.
+    let mut headers = HeaderMap::with_capacity(request.headers.len() + 6);
+    let mut seen = Seen::default();
+    let mut expect = false;
+    for field in request.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ProxyError::BadRequest("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+        seen.note(&name);
+        expect |= name == EXPECT;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
             .map_err(|_| ProxyError::BadRequest("invalid header value"))?;
         headers.append(name, value);
     }
     let (framing, both) =
-        declared(&headers, true).map_err(|e| ProxyError::BadFraming(framing_text(e)))?;
+        declared(&headers, true, seen).map_err(|e| ProxyError::BadFraming(framing_text(e)))?;
     if both {
         // Chunked wins; the length is never forwarded, and the connection closes after.
         headers.remove(CONTENT_LENGTH);
     }
     let framing = framing.filter(|f| *f != Framing::Length(0));
-    let (close, keep_alive_token, upgrade_token) = connection_tokens(&headers);
+    let (close, keep_alive_token, upgrade_token) = if seen.connection {
+        connection_tokens(&headers)
+    } else {
+        (false, false, false)
+    };
     let keep_alive = !both && !close && (version == Version::HTTP_11 || keep_alive_token);
-    let expect_continue = version == Version::HTTP_11
+    let expect_continue = expect
+        && version == Version::HTTP_11
         && framing.is_some()
         && headers
             .get(EXPECT)
@@ -122,6 +125,26 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, Pro
         expect_continue,
         upgrade,
     }))
+}
+
+/// Whether a line in `bytes` ends in a LF without its CR.
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|i| i == 0 || bytes[i - 1] != b'\r')
+}
+
+fn bare_lf() -> ProxyError {
+    ProxyError::BadRequest("a line of the request head ends in a bare LF")
+}
+
+/// A head over the limit: the URI is what is too long when the request line alone takes
+/// over half of the room.
+fn too_large(head: &[u8], limits: HeadLimits) -> ProxyError {
+    match memchr::memmem::find(head, b"\r\n") {
+        Some(line) if line <= limits.max_head / 2 => {
+            ProxyError::HeadersTooLarge("header section too large")
+        }
+        line => ProxyError::UriTooLong(line.unwrap_or(head.len()), limits.max_head / 2),
+    }
 }
 
 fn framing_text(error: crate::http1::framing::HeadFramingError) -> &'static str {

@@ -4,13 +4,14 @@
 
 use super::super::connector::UpstreamStream;
 use super::super::RequestBody;
-use crate::http1::write::{self, BodyFraming, BodySender, SendFailure};
-use crate::http1::{poll_read, READ_CHUNK};
+use crate::http1::write::{self, BodyFraming, BodySender, Outbox, SendFailure};
+use crate::http1::{head_end, poll_read, Seen, READ_CHUNK};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use http_body::Body;
 use std::io;
+use std::mem::MaybeUninit;
 use std::task::{ready, Context, Poll};
 
 /// The largest response head read from a target.
@@ -40,6 +41,8 @@ pub struct Conn {
     pub rbuf: BytesMut,
     /// Request heads are written here.
     pub wbuf: BytesMut,
+    /// What a request sends is queued here.
+    outbox: Outbox,
 }
 
 impl Conn {
@@ -48,6 +51,7 @@ impl Conn {
             io,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(512),
+            outbox: Outbox::default(),
         })
     }
 
@@ -63,6 +67,8 @@ pub struct Head {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
+    /// Which framing headers it has.
+    pub seen: Seen,
 }
 
 /// The request head for `method`, `target` and `headers`, framed for `body`: its length
@@ -117,11 +123,19 @@ pub struct Exchange {
 impl Exchange {
     pub fn new(conn: Box<Conn>, head: Bytes, body: RequestBody, framing: BodyFraming) -> Self {
         let body = (!body.is_end_stream()).then(|| Box::new(body));
+        let mut conn = conn;
+        let outbox = std::mem::take(&mut conn.outbox);
         Exchange {
             conn,
-            sender: BodySender::new(head, body, framing),
+            sender: BodySender::new(outbox, head, body, framing),
             write_failed: None,
         }
+    }
+
+    /// The connection, once the exchange is over, to carry the next one.
+    pub fn into_conn(mut self) -> Box<Conn> {
+        self.conn.outbox = self.sender.take_outbox();
+        self.conn
     }
 
     /// Everything was written, or writing failed and stopped.
@@ -183,21 +197,29 @@ impl Exchange {
     }
 }
 
-/// Parses a response head at the start of `buf`, once it is all there.
+/// Parses a response head at the start of `buf`, once it is all there: split off the
+/// buffer first and parsed in place, so header values share its bytes.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-            return Err(ExchangeError::Invalid("response head too large"))
+    let Some(end) = head_end(buf) else {
+        if buf.len() > MAX_HEAD {
+            return Err(ExchangeError::Invalid("response head too large"));
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
+        return Ok(None);
+    };
+    let head = buf.split_to(end + 4).freeze();
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        &head,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
         Err(httparse::Error::TooManyHeaders) => {
             return Err(ExchangeError::Invalid("too many header fields"))
         }
-        Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
-    };
+        _ => return Err(ExchangeError::Invalid("malformed response head")),
+    }
     let status = response
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
@@ -207,20 +229,14 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     } else {
         Version::HTTP_11
     };
-    let count = response.headers.len();
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
-    let base = buf.as_ptr() as usize;
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        *span = (name, field.name.len(), value, field.value.len());
-    }
-    let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name, name_len, value, value_len) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
+    // Room for the headers the gateway adds on the way back.
+    let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
+    let mut seen = Seen::default();
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+        seen.note(&name);
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
             .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
@@ -228,12 +244,16 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
         status,
         version,
         headers,
+        seen,
     }))
 }
 
 /// Whether the connection stays open after this response, as far as its head says.
 pub fn keeps_alive(head: &Head) -> bool {
     let mut close = head.version == Version::HTTP_10;
+    if !head.seen.connection {
+        return !close;
+    }
     for value in head.headers.get_all(CONNECTION) {
         for token in value.as_bytes().split(|b| *b == b',') {
             let token = token.trim_ascii();
@@ -278,6 +298,10 @@ mod tests {
                 status: StatusCode::OK,
                 version,
                 headers,
+                seen: Seen {
+                    connection: connection.is_some(),
+                    ..Seen::default()
+                },
             }
         };
         assert!(keeps_alive(&head(Version::HTTP_11, None)));

@@ -118,7 +118,7 @@ impl H1Client {
         *response.version_mut() = head.version;
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade, with what was read past the head.
-            let Conn { io, rbuf, .. } = *exchange.conn;
+            let Conn { io, rbuf, .. } = *exchange.into_conn();
             *response.headers_mut() = head.headers;
             *response.body_mut() = UpstreamBody::Upgrade(Some(Prefixed::new(rbuf.to_vec(), io)));
             return Ok(response);
@@ -129,7 +129,7 @@ impl H1Client {
         let framing = if bodiless {
             Framing::Length(0)
         } else {
-            match declared(&head.headers, false) {
+            match declared(&head.headers, false, head.seen) {
                 Ok((framing, _)) => framing.unwrap_or(Framing::Close),
                 Err(_) => {
                     return Err(SendError::Exchange(ExchangeError::Invalid(
@@ -211,7 +211,7 @@ impl H1Body {
                 && exchange.write_failed.is_none()
                 && exchange.conn.rbuf.is_empty()
             {
-                self.pool.put(exchange.conn);
+                self.pool.put(exchange.into_conn());
             }
         }
     }

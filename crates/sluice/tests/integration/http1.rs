@@ -1,0 +1,485 @@
+//! Sluice's own HTTP/1.1 codec on the wire: raw bytes through the real gateway to real origins.
+
+use crate::hardening::{exchange, gateway_for, gateway_with_limits, still_serves, RawOrigin};
+use crate::harness::*;
+use crate::proxying::{read_chunked, read_response, take_exact, take_until, RawResponse};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long a client waits for the gateway to close a connection: a bound on a hang, not
+/// a measure of speed.
+const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// A raw client connection to the gateway, with the bytes read past the last response.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the gateway");
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` in one write.
+    async fn send(&mut self, bytes: &str) {
+        self.stream
+            .write_all(bytes.as_bytes())
+            .await
+            .expect("write to the gateway");
+    }
+
+    /// The next response (length or chunked framing, or a `1xx` head).
+    async fn response(&mut self) -> RawResponse {
+        read_response(&mut self.stream, &mut self.buf).await
+    }
+
+    /// The next response head alone, for an answer that has no body (HEAD).
+    async fn head_only(&mut self) -> RawResponse {
+        let head = take_until(&mut self.stream, &mut self.buf, b"\r\n\r\n").await;
+        let status = head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a response: {head}"));
+        RawResponse {
+            status,
+            head,
+            body: Vec::new(),
+            trailers: String::new(),
+        }
+    }
+
+    /// The gateway closes the connection (FIN or reset) within [`CLOSE_WITHIN`], having
+    /// sent nothing more.
+    async fn closes(&mut self) -> Result<(), String> {
+        if !self.buf.is_empty() {
+            return Err(format!("bytes past the last response: {}", text(&self.buf)));
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(CLOSE_WITHIN, self.stream.read(&mut chunk)).await {
+            Err(_) => Err(format!("still open after {CLOSE_WITHIN:?}")),
+            Ok(Ok(0) | Err(_)) => Ok(()),
+            Ok(Ok(n)) => Err(format!("more bytes: {}", text(&chunk[..n]))),
+        }
+    }
+}
+
+/// The echo origin's view of the request a response answered.
+fn echoed(response: &RawResponse) -> Seen {
+    seen(&Bytes::from(response.body.clone()))
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let origin = Origin::echo("a").await;
+    let gw = gateway_for(&origin.url()).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send(concat!(
+        "GET /app/one HTTP/1.1\r\nHost: a\r\n\r\n",
+        "POST /app/two HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody",
+        "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /app/four HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ))
+    .await;
+    let one = conn.response().await;
+    let two = conn.response().await;
+    let hello = conn.response().await;
+    let four = conn.response().await;
+    for (i, r) in [&one, &two, &hello, &four].into_iter().enumerate() {
+        assert_eq!(r.status, 200, "response {i}: {r:?}\n{}", gw.log());
+    }
+    let (one, two, four) = (echoed(&one), echoed(&two), echoed(&four));
+    assert_eq!(
+        [one.uri.as_str(), two.uri.as_str(), four.uri.as_str()],
+        ["/app/one", "/app/two", "/app/four"]
+    );
+    assert_eq!((two.method.as_str(), two.body.as_str()), ("POST", "body"));
+    assert_eq!(hello.body, b"hi", "{hello:?}");
+    conn.closes()
+        .await
+        .expect("closed after the Connection: close request");
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 3);
+    still_serves(&gw, &origin, "pipelining").await;
+}
+
+#[tokio::test]
+async fn http10_clients_close_unless_they_ask_for_keep_alive() {
+    let origin = Origin::echo("a").await;
+    let gw = gateway_for(&origin.url()).await;
+
+    // Without keep-alive: one answer, never chunked, then the gateway closes.
+    let reply = exchange(gw.addr, "GET /app/plain HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    assert_eq!(reply.statuses(), [200], "{}", reply.text);
+    assert!(reply.closed, "connection left open: {}", reply.text);
+    assert_eq!(reply.header("transfer-encoding"), None, "{}", reply.text);
+    if let Some(length) = reply.header("content-length") {
+        assert_eq!(
+            length.parse::<usize>(),
+            Ok(reply.body().len()),
+            "{}",
+            reply.text
+        );
+    }
+    let plain = seen(&Bytes::from(reply.body().to_string()));
+    assert_eq!(plain.uri, "/app/plain");
+
+    // With keep-alive: the answer says so and the connection carries a second request.
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send("GET /app/k1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+        .await;
+    let first = conn.response().await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(
+        first
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")),
+        "{first:?}"
+    );
+    assert!(first.header("content-length").is_some(), "{first:?}");
+    assert_eq!(echoed(&first).uri, "/app/k1");
+    conn.send("GET /app/k2 HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    let second = conn.response().await;
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(echoed(&second).uri, "/app/k2");
+    conn.closes()
+        .await
+        .expect("closed after a request without keep-alive");
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 3);
+    still_serves(&gw, &origin, "http/1.0").await;
+
+    // A body of unknown size cannot be chunked for HTTP/1.0: it is read until close,
+    // even though the client asked for keep-alive.
+    let raw = RawOrigin::start(Some(
+        b"HTTP/1.1 200 OK\r\nX-Raw: 1\r\n\r\nuntil the origin closes",
+    ))
+    .await;
+    let gw = gateway_for(&raw.url()).await;
+    let reply = exchange(
+        gw.addr,
+        "GET /app/r HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.statuses(), [200], "{}", reply.text);
+    assert!(reply.closed, "connection left open: {}", reply.text);
+    assert_eq!(reply.header("transfer-encoding"), None, "{}", reply.text);
+    assert_eq!(reply.header("x-raw"), Some("1"), "{}", reply.text);
+    assert_eq!(reply.body(), "until the origin closes", "{}", reply.text);
+    let after = exchange(gw.addr, "GET /hello HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    assert_eq!(after.statuses(), [200], "{}", after.text);
+    assert_eq!(after.body(), "hi", "{}", after.text);
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_keepalive_timeout() {
+    let origin = Origin::echo("a").await;
+    let gw = gateway_with_limits(&origin.url(), "keepalive_timeout = \"1s\"\n").await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send("GET /app/idle HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let response = conn.response().await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(echoed(&response).uri, "/app/idle");
+    assert_eq!(response.header("connection"), None, "{response:?}");
+    conn.closes()
+        .await
+        .expect("the idle connection is closed by the keep-alive timeout");
+    still_serves(&gw, &origin, "keepalive timeout").await;
+}
+
+#[tokio::test]
+async fn expect_100_continue_comes_before_a_forwarded_body() {
+    let origin = Origin::echo("a").await;
+    let gw = gateway_for(&origin.url()).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send(
+        "POST /app/e HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await;
+    let interim = conn.response().await;
+    assert_eq!(interim.head, "HTTP/1.1 100 Continue", "{interim:?}");
+    conn.send("hello world").await;
+    let answer = conn.response().await;
+    assert_eq!(answer.status, 200, "{answer:?}\n{}", gw.log());
+    let seen = echoed(&answer);
+    assert_eq!(
+        (seen.uri.as_str(), seen.body.as_str()),
+        ("/app/e", "hello world")
+    );
+    // The connection carries the next request.
+    conn.send("GET /app/next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    let next = conn.response().await;
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(echoed(&next).uri, "/app/next");
+    conn.closes().await.expect("closed after Connection: close");
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_not_sent_for_the_gateways_own_answer() {
+    let origin = Origin::echo("a").await;
+    let gw = gateway_for(&origin.url()).await;
+    for (path, status) in [("/nope", 404), ("/hello", 200)] {
+        // The body is never sent: the client waits for `100 Continue`.
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        );
+        let reply = exchange(gw.addr, request).await;
+        assert_eq!(reply.statuses(), [status], "{path}: {}", reply.text);
+        assert!(
+            !reply.text.contains("100 Continue"),
+            "{path}: {}",
+            reply.text
+        );
+        assert!(reply.closed, "{path}: connection left open: {}", reply.text);
+    }
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 0);
+    still_serves(&gw, &origin, "expect on a direct answer").await;
+}
+
+/// What [`RecordingOrigin`] read of one request.
+#[derive(Debug, Clone)]
+struct Received {
+    head: String,
+    body: Vec<u8>,
+    /// Trailer lines, each ended by `\n`.
+    trailers: String,
+}
+
+/// An origin on a bare socket that reads whole requests (length or chunked bodies),
+/// keeps what it read, and answers each `200` with body `ok`, keeping the connection.
+struct RecordingOrigin {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RecordingOrigin {
+    async fn start() -> RecordingOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind recording origin");
+        let addr = listener.local_addr().expect("recording origin addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(record(stream, Arc::clone(&log)));
+            }
+        });
+        RecordingOrigin {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+async fn record(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
+    let mut buf = Vec::new();
+    loop {
+        // Waits for the next request as long as the gateway keeps the connection.
+        if buf.is_empty() {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head = take_until(&mut stream, &mut buf, b"\r\n\r\n").await;
+        let lower = head.to_ascii_lowercase();
+        let (body, trailers) = if lower.contains("\r\ntransfer-encoding: chunked") {
+            read_chunked(&mut stream, &mut buf).await
+        } else {
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("content-length"));
+            (
+                take_exact(&mut stream, &mut buf, length).await,
+                String::new(),
+            )
+        };
+        log.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Received {
+                head,
+                body,
+                trailers,
+            });
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_request_body_with_trailers_reaches_the_origin_chunked() {
+    let origin = RecordingOrigin::start().await;
+    let gw = gateway_for(&origin.url()).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send(concat!(
+        "POST /app/c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n",
+        "5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\nX-Other: z\r\n\r\n",
+    ))
+    .await;
+    let answer = conn.response().await;
+    assert_eq!(
+        (answer.status, &answer.body[..]),
+        (200, &b"ok"[..]),
+        "{answer:?}\n{}",
+        gw.log()
+    );
+    conn.send("GET /app/next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    let next = conn.response().await;
+    assert_eq!((next.status, &next.body[..]), (200, &b"ok"[..]), "{next:?}");
+    conn.closes().await.expect("closed after Connection: close");
+
+    let received = origin.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    let post = &received[0];
+    let head = post.head.to_ascii_lowercase();
+    assert!(head.starts_with("post /app/c http/1.1\r\n"), "{post:?}");
+    assert!(
+        head.contains("\r\ntransfer-encoding: chunked"),
+        "not chunked: {post:?}"
+    );
+    assert!(!head.contains("\r\ncontent-length:"), "{post:?}");
+    assert_eq!(text(&post.body), "hello world", "{post:?}");
+    assert_eq!(
+        post.trailers.to_ascii_lowercase(),
+        "x-sum: 42\nx-other: z\n",
+        "{post:?}"
+    );
+    assert!(
+        received[1].head.starts_with("GET /app/next HTTP/1.1\r\n"),
+        "{received:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_response_with_trailers_reaches_the_client_chunked() {
+    let origin = RawOrigin::start(Some(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n",
+    ))
+    .await;
+    let gw = gateway_for(&origin.url()).await;
+    let mut conn = Conn::open(gw.addr).await;
+    for (i, last) in [(1, false), (2, true)] {
+        let close = if last { "Connection: close\r\n" } else { "" };
+        conn.send(&format!(
+            "GET /app/t{i} HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n{close}\r\n"
+        ))
+        .await;
+        let response = conn.response().await;
+        assert_eq!(response.status, 200, "{i}: {response:?}\n{}", gw.log());
+        assert_eq!(
+            response.header("transfer-encoding"),
+            Some("chunked"),
+            "{i}: {response:?}"
+        );
+        assert_eq!(response.header("content-length"), None, "{i}: {response:?}");
+        assert_eq!(text(&response.body), "hello world", "{i}: {response:?}");
+        assert!(
+            response.trailers.to_ascii_lowercase().contains("x-sum: 42"),
+            "{i}: {response:?}"
+        );
+    }
+    conn.closes().await.expect("closed after Connection: close");
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_close_delimited_response_is_framed_for_the_client() {
+    let body = "read until the origin closes";
+    let origin = RawOrigin::start(Some(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nread until the origin closes",
+    ))
+    .await;
+    let gw = gateway_for(&origin.url()).await;
+    let mut conn = Conn::open(gw.addr).await;
+    for (i, last) in [(1, false), (2, true)] {
+        let close = if last { "Connection: close\r\n" } else { "" };
+        conn.send(&format!("GET /app/u{i} HTTP/1.1\r\nHost: a\r\n{close}\r\n"))
+            .await;
+        let response = conn.response().await;
+        assert_eq!(response.status, 200, "{i}: {response:?}\n{}", gw.log());
+        let chunked = response.header("transfer-encoding") == Some("chunked");
+        let length = response.header("content-length");
+        assert!(
+            chunked != length.is_some(),
+            "{i}: framed by exactly one of chunks or length: {response:?}"
+        );
+        if let Some(length) = length {
+            assert_eq!(length, body.len().to_string(), "{i}: {response:?}");
+        }
+        assert_eq!(text(&response.body), body, "{i}: {response:?}");
+        if !last {
+            assert_eq!(response.header("connection"), None, "{i}: {response:?}");
+        }
+    }
+    conn.closes().await.expect("closed after Connection: close");
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_head_answer_has_the_length_but_no_body() {
+    let origin = Origin::custom("head", |req| async move {
+        Response::builder()
+            .header("content-length", "11")
+            .header("x-method", req.method().as_str())
+            .body(boxed(Full::new(Bytes::from_static(b"hello world"))))
+            .expect("response")
+    })
+    .await;
+    let gw = gateway_for(&origin.url()).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send("HEAD /app/h HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let head = conn.head_only().await;
+    assert_eq!(head.status, 200, "{head:?}\n{}", gw.log());
+    assert_eq!(head.header("x-method"), Some("HEAD"), "{head:?}");
+    assert_eq!(head.header("content-length"), Some("11"), "{head:?}");
+    assert_eq!(head.header("transfer-encoding"), None, "{head:?}");
+    // Body bytes after the HEAD answer would be read here in place of the next head.
+    conn.send("GET /app/g HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    let get = conn.response().await;
+    assert_eq!(get.status, 200, "{get:?}");
+    assert_eq!(get.header("x-method"), Some("GET"), "{get:?}");
+    assert_eq!(text(&get.body), "hello world", "{get:?}");
+    conn.closes().await.expect("closed after Connection: close");
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
+}
