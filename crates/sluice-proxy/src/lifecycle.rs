@@ -399,10 +399,12 @@ fn check_framing(parts: &Parts) -> Result<(), ProxyError> {
 
 /// The host the client asked for (`:authority` or `Host`), lowercased, port removed.
 fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, ProxyError> {
-    if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
-    let header = parts.headers.get(HOST).map(|h| {
+    let header = header.map(|h| {
         h.to_str()
             .map_err(|_| ProxyError::BadRequest("the Host header is not valid text"))
     });

@@ -4,7 +4,7 @@
 use super::chunked::{ChunkError, ChunkedDecoder, Decoded};
 use super::Seen;
 use bytes::BytesMut;
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::TRANSFER_ENCODING;
 use http::HeaderMap;
 
 /// How a body is delimited.
@@ -91,11 +91,7 @@ pub fn declared(
     strict_te: bool,
     seen: Seen,
 ) -> Result<(Option<Framing>, bool), HeadFramingError> {
-    let length = if seen.content_length {
-        content_length(headers)?
-    } else {
-        None
-    };
+    let length = seen.content_length.transpose()?;
     if !seen.transfer_encoding {
         return Ok((length.map(Framing::Length), false));
     }
@@ -133,23 +129,14 @@ pub fn declared(
     }
 }
 
-/// Every `Content-Length` value: digits only, all equal.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadFramingError> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let digits = value.as_bytes();
-        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(HeadFramingError::ContentLength);
-        }
-        let n = digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        if length.is_some_and(|l| l != n) {
-            return Err(HeadFramingError::ContentLength);
-        }
-        length = Some(n);
+/// One `Content-Length` value: digits only.
+pub fn parse_length(digits: &[u8]) -> Result<u64, HeadFramingError> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(HeadFramingError::ContentLength);
     }
-    Ok(length)
+    Ok(digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 #[cfg(test)]
@@ -157,11 +144,14 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    const ALL: Seen = Seen {
-        content_length: true,
-        transfer_encoding: true,
-        connection: true,
-    };
+    /// What a parser notes of `headers`.
+    fn seen(headers: &HeaderMap) -> Seen {
+        let mut seen = Seen::default();
+        for (name, value) in headers {
+            seen.note(name, value.as_bytes());
+        }
+        seen
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -173,7 +163,10 @@ mod tests {
 
     #[test]
     fn strict_request_framing() {
-        let ok = |p: &[(&'static str, &'static str)]| declared(&headers(p), true, ALL);
+        let ok = |p: &[(&'static str, &'static str)]| {
+            let h = headers(p);
+            declared(&h, true, seen(&h))
+        };
         assert_eq!(ok(&[]), Ok((None, false)));
         assert_eq!(
             ok(&[("content-length", "5")]),
@@ -206,15 +199,14 @@ mod tests {
 
     #[test]
     fn lenient_response_codings() {
-        let (framing, _) = declared(
-            &headers(&[("transfer-encoding", "gzip, chunked")]),
-            false,
-            ALL,
-        )
-        .expect("ok");
+        let h = headers(&[("transfer-encoding", "gzip, chunked")]);
+        let (framing, _) = declared(&h, false, seen(&h)).expect("ok");
         assert!(matches!(framing, Some(Framing::Chunked(_))));
-        let (framing, _) =
-            declared(&headers(&[("transfer-encoding", "gzip")]), false, ALL).expect("ok");
+        let (framing, _) = {
+            let h = headers(&[("transfer-encoding", "gzip")]);
+            declared(&h, false, seen(&h))
+        }
+        .expect("ok");
         assert_eq!(framing, Some(Framing::Close));
     }
 

@@ -24,16 +24,24 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
 
 /// Which of the headers that shape a message's framing its head carries, noted while its
 /// fields are read, so that a head without them costs no lookup.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
-    pub content_length: bool,
+    /// `Content-Length`, read as it is noted: `Some(Ok(n))` when every copy says `n`.
+    pub content_length: Option<Result<u64, framing::HeadFramingError>>,
     pub transfer_encoding: bool,
     pub connection: bool,
 }
 
 impl Seen {
-    pub fn note(&mut self, name: &HeaderName) {
-        self.content_length |= *name == CONTENT_LENGTH;
+    pub fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if *name == CONTENT_LENGTH {
+            let length = framing::parse_length(value);
+            self.content_length = match self.content_length {
+                None => Some(length),
+                Some(Ok(n)) if length == Ok(n) => Some(Ok(n)),
+                Some(_) => Some(Err(framing::HeadFramingError::ContentLength)),
+            };
+        }
         self.transfer_encoding |= *name == TRANSFER_ENCODING;
         self.connection |= *name == CONNECTION;
     }

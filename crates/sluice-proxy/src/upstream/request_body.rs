@@ -31,19 +31,21 @@ pub struct BodyTimeout(pub std::time::Duration);
 
 /// A request body on its way to a target.
 #[derive(Debug)]
+///
+/// Small to move: what is large is boxed, and a request without a body holds nothing.
 pub enum RequestBody {
     /// The client's body, streamed.
-    Client(ClientBody),
+    Client(Box<ClientBody>),
     /// Bytes the gateway holds (a health check, or a body kept for retries); taken as
     /// they are sent.
     Full {
         data: Option<Bytes>,
-        trailers: Option<HeaderMap>,
+        trailers: Option<Box<HeaderMap>>,
     },
     /// The start of the client's body, read while trying to keep it, then the rest.
     Prefixed {
         prefix: VecDeque<Bytes>,
-        rest: ClientBody,
+        rest: Box<ClientBody>,
     },
 }
 
@@ -94,12 +96,18 @@ impl RequestBody {
         limit: Option<u64>,
         idle: std::time::Duration,
     ) -> Self {
+        if inner.is_end_stream() && declared.unwrap_or(0) == 0 {
+            return RequestBody::Full {
+                data: None,
+                trailers: None,
+            };
+        }
         let idle = (!inner.is_end_stream()).then(|| BodyIdle {
             after: idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             waiting: false,
         });
-        RequestBody::Client(ClientBody {
+        RequestBody::Client(Box::new(ClientBody {
             inner,
             remaining: declared,
             held: None,
@@ -107,7 +115,7 @@ impl RequestBody {
             limit,
             seen: 0,
             idle,
-        })
+        }))
     }
 
     /// A body of `bytes`, sent as one frame.
@@ -119,7 +127,7 @@ impl RequestBody {
     pub fn replay(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         RequestBody::Full {
             data: (!data.is_empty()).then_some(data),
-            trailers,
+            trailers: trailers.map(Box::new),
         }
     }
 
@@ -132,7 +140,7 @@ impl RequestBody {
             RequestBody::Full { data, trailers } => {
                 return Ok(Kept::Whole {
                     data: data.unwrap_or_default(),
-                    trailers,
+                    trailers: trailers.map(|t| *t),
                 })
             }
             prefixed @ RequestBody::Prefixed { .. } => return Ok(Kept::TooLarge(prefixed)),
@@ -183,7 +191,7 @@ impl Body for RequestBody {
             RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
             RequestBody::Full { data, trailers } => Poll::Ready(match data.take() {
                 Some(d) => Some(Ok(Frame::data(d))),
-                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(*t))),
             }),
             RequestBody::Prefixed { prefix, rest } => match prefix.pop_front() {
                 Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),

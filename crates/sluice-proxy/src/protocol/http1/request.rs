@@ -86,7 +86,7 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, Pro
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ProxyError::BadRequest("invalid header name"))?;
-        seen.note(&name);
+        seen.note(&name, field.value);
         expect |= name == EXPECT;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
             .map_err(|_| ProxyError::BadRequest("invalid header value"))?;

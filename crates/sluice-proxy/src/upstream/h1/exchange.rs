@@ -235,7 +235,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
-        seen.note(&name);
+        seen.note(&name, field.value);
         let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
             .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
         headers.append(name, value);
