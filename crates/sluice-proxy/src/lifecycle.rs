@@ -18,6 +18,7 @@ use http::header::{HeaderValue, CONTENT_LENGTH, HOST, SET_COOKIE, TRANSFER_ENCOD
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderName, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
 use sluice_config::{Action, Limits, Route};
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -174,7 +175,11 @@ async fn proxy(
         }
     }
     check_limits(&parts, limits)?;
-    check_framing(&parts)?;
+    // Sluice's HTTP/1.1 server checked the framing while reading the head.
+    let http2 = matches!(body, DownstreamBody::H2(_));
+    if http2 {
+        check_framing(&parts)?;
+    }
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
@@ -266,10 +271,15 @@ async fn proxy(
     };
     let unchanged = matches!(normal_path, Cow::Borrowed(_));
     let upstream_path = upstream_path(route, &parts.uri, &normal_path, unchanged, &params)?;
-    let declared: Option<u64> = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let declared: Option<u64> = if http2 {
+        parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    } else {
+        // Read with the head: the body's exact size is its Content-Length.
+        body.size_hint().exact().filter(|n| *n > 0)
+    };
     if let Some(limit) = route
         .max_body_size
         .filter(|l| declared.is_some_and(|d| d > *l))

@@ -6,7 +6,7 @@ pub mod framing;
 pub mod write;
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::HeaderName;
 use std::io;
 use std::pin::Pin;
@@ -29,7 +29,6 @@ pub struct Seen {
     /// `Content-Length`, read as it is noted: `Some(Ok(n))` when every copy says `n`.
     pub content_length: Option<Result<u64, framing::HeadFramingError>>,
     pub transfer_encoding: bool,
-    pub connection: bool,
 }
 
 impl Seen {
@@ -43,7 +42,6 @@ impl Seen {
             };
         }
         self.transfer_encoding |= *name == TRANSFER_ENCODING;
-        self.connection |= *name == CONNECTION;
     }
 }
 
@@ -60,4 +58,30 @@ pub fn poll_read<S: AsyncRead + Unpin>(
         buf.reserve(READ_CHUNK);
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// What the `Connection` headers of a message say.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+}
+
+impl ConnectionTokens {
+    /// Reads one `Connection` value; `true` when it names other headers.
+    pub fn read(&mut self, value: &[u8]) -> bool {
+        let mut names_others = false;
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                names_others = true;
+            }
+        }
+        names_others
+    }
 }

@@ -3,7 +3,7 @@
 //! framing headers, sizes.
 
 use crate::http1::framing::{declared, Framing};
-use crate::http1::{head_end, Seen};
+use crate::http1::{head_end, ConnectionTokens, Seen};
 use crate::rescue::ProxyError;
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, UPGRADE};
@@ -83,11 +83,18 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, Pro
     let mut headers = HeaderMap::with_capacity(request.headers.len() + 6);
     let mut seen = Seen::default();
     let mut expect = false;
+    let mut tokens = ConnectionTokens::default();
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ProxyError::BadRequest("invalid header name"))?;
         seen.note(&name, field.value);
         expect |= name == EXPECT;
+        // A `Connection` that only says `close` or `keep-alive` is read here and never
+        // kept; one naming other headers (`upgrade` among them) stays for the hop-by-hop
+        // stripping, which removes it with what it names.
+        if name == CONNECTION && !tokens.read(field.value) {
+            continue;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
             .map_err(|_| ProxyError::BadRequest("invalid header value"))?;
         headers.append(name, value);
@@ -99,11 +106,11 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, Pro
         headers.remove(CONTENT_LENGTH);
     }
     let framing = framing.filter(|f| *f != Framing::Length(0));
-    let (close, keep_alive_token, upgrade_token) = if seen.connection {
-        connection_tokens(&headers)
-    } else {
-        (false, false, false)
-    };
+    let ConnectionTokens {
+        close,
+        keep_alive: keep_alive_token,
+        upgrade: upgrade_token,
+    } = tokens;
     let keep_alive = !both && !close && (version == Version::HTTP_11 || keep_alive_token);
     let expect_continue = expect
         && version == Version::HTTP_11
@@ -154,20 +161,6 @@ fn framing_text(error: crate::http1::framing::HeadFramingError) -> &'static str 
             "only `Transfer-Encoding: chunked` is supported"
         }
     }
-}
-
-/// Whether `Connection` says `close`, `keep-alive`, `upgrade`.
-fn connection_tokens(headers: &HeaderMap) -> (bool, bool, bool) {
-    let (mut close, mut keep_alive, mut upgrade) = (false, false, false);
-    for value in headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            upgrade |= token.eq_ignore_ascii_case(b"upgrade");
-        }
-    }
-    (close, keep_alive, upgrade)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use super::super::connector::UpstreamStream;
 use super::super::RequestBody;
 use crate::http1::write::{self, BodyFraming, BodySender, Outbox, SendFailure};
-use crate::http1::{head_end, poll_read, Seen, READ_CHUNK};
+use crate::http1::{head_end, poll_read, ConnectionTokens, Seen, READ_CHUNK};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -58,7 +58,20 @@ impl Conn {
     /// Whether the connection is quiet and still open: the target neither closed it nor
     /// sent anything unasked. Costs no system call while the socket has nothing to read.
     pub fn is_idle_and_open(&mut self, cx: &mut Context<'_>) -> bool {
-        self.rbuf.is_empty() && poll_read(&mut self.io, cx, &mut self.rbuf).is_pending()
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        // Room to read into: a read into no room would look like the end of the stream.
+        self.rbuf.reserve(64);
+        let quiet = match &self.io {
+            // Readiness is checked without registering for a wake-up.
+            UpstreamStream::Tcp(tcp) => tcp.try_read_buf(&mut self.rbuf),
+            UpstreamStream::Unix(unix) => unix.try_read_buf(&mut self.rbuf),
+            UpstreamStream::Tls(_) => {
+                return poll_read(&mut self.io, cx, &mut self.rbuf).is_pending()
+            }
+        };
+        matches!(quiet, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -69,6 +82,8 @@ pub struct Head {
     pub headers: HeaderMap,
     /// Which framing headers it has.
     pub seen: Seen,
+    /// The target keeps the connection open after this response.
+    pub keep_alive: bool,
 }
 
 /// The request head for `method`, `target` and `headers`, framed for `body`: its length
@@ -232,9 +247,15 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     // Room for the headers the gateway adds on the way back.
     let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
     let mut seen = Seen::default();
+    let mut tokens = ConnectionTokens::default();
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
+        // A `Connection` that names no other header is hop-by-hop and nothing more:
+        // read here, never kept.
+        if name == CONNECTION && !tokens.read(field.value) {
+            continue;
+        }
         seen.note(&name, field.value);
         let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
             .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
@@ -245,27 +266,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
         version,
         headers,
         seen,
+        keep_alive: !tokens.close && (version == Version::HTTP_11 || tokens.keep_alive),
     }))
-}
-
-/// Whether the connection stays open after this response, as far as its head says.
-pub fn keeps_alive(head: &Head) -> bool {
-    let mut close = head.version == Version::HTTP_10;
-    if !head.seen.connection {
-        return !close;
-    }
-    for value in head.headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                return false;
-            }
-            if token.eq_ignore_ascii_case(b"keep-alive") {
-                close = false;
-            }
-        }
-    }
-    !close
 }
 
 #[cfg(test)]
@@ -289,24 +291,25 @@ mod tests {
 
     #[test]
     fn keep_alive_follows_version_and_connection() {
-        let head = |version, connection: Option<&'static str>| {
-            let mut headers = HeaderMap::new();
-            if let Some(c) = connection {
-                headers.insert(CONNECTION, HeaderValue::from_static(c));
-            }
-            Head {
-                status: StatusCode::OK,
-                version,
-                headers,
-                seen: Seen {
-                    connection: connection.is_some(),
-                    ..Seen::default()
-                },
-            }
+        let keeps = |head: &str| {
+            let mut buf = BytesMut::from(head.as_bytes());
+            parse_head(&mut buf)
+                .expect("valid")
+                .expect("complete")
+                .keep_alive
         };
-        assert!(keeps_alive(&head(Version::HTTP_11, None)));
-        assert!(!keeps_alive(&head(Version::HTTP_11, Some("close"))));
-        assert!(!keeps_alive(&head(Version::HTTP_10, None)));
-        assert!(keeps_alive(&head(Version::HTTP_10, Some("Keep-Alive"))));
+        assert!(keeps("HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(!keeps("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"));
+        assert!(!keeps("HTTP/1.1 200 OK\r\nConnection: x-a, Close\r\n\r\n"));
+        assert!(!keeps("HTTP/1.0 200 OK\r\n\r\n"));
+        assert!(keeps("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n"));
+        // A plain `keep-alive` is not kept as a header; one naming others is, to be
+        // stripped with what it names.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n"[..]);
+        let head = parse_head(&mut buf).expect("valid").expect("complete");
+        assert!(!head.headers.contains_key(CONNECTION));
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nConnection: x-a\r\n\r\n"[..]);
+        let head = parse_head(&mut buf).expect("valid").expect("complete");
+        assert!(head.keep_alive && head.headers.contains_key(CONNECTION));
     }
 }

@@ -15,7 +15,7 @@ use crate::http1::write::BodyFraming;
 use crate::protocol::Prefixed;
 use bytes::Bytes;
 pub use exchange::ExchangeError;
-use exchange::{keeps_alive, request_head, Conn, Exchange, Head};
+use exchange::{request_head, Conn, Exchange, Head};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -112,7 +112,7 @@ impl H1Client {
         head: Head,
         method: &Method,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let reusable = keeps_alive(&head);
+        let reusable = head.keep_alive;
         let mut response = Response::new(UpstreamBody::Plain(None));
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
