@@ -67,7 +67,8 @@ pub async fn forward(
     origin: &Origin<'_>,
     target: &mut Option<Arc<TargetState>>,
 ) -> Result<Forwarded, ProxyError> {
-    let deadline = Instant::now() + route.timeout;
+    let start = Instant::now();
+    let deadline = start + route.timeout;
     let policy = route.retries.as_ref();
     let (mut stream, kept) = match payload {
         Payload::Stream(body) => (Some(body), None),
@@ -100,10 +101,12 @@ pub async fn forward(
             out.headers.clone()
         };
         let request = build(cluster, chosen, &out, headers, body)?;
-        let left = deadline.saturating_duration_since(Instant::now());
+        // The first try starts now: the clock was just read.
+        let now = if attempt == 1 { start } else { Instant::now() };
+        let left = deadline.saturating_duration_since(now);
         let result = chosen
             .client
-            .send(request, route.try_timeout.min(left))
+            .send(request, now, route.try_timeout.min(left))
             .await
             .map_err(|e| match e {
                 // Over the route's timeout rather than the try's: say the route's.

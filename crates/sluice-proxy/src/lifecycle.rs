@@ -68,8 +68,8 @@ struct Progress {
 
 /// Serves one request. Never fails: every error becomes a problem+json answer.
 pub async fn handle(
-    gateway: Arc<Gateway>,
-    conn: Arc<ConnInfo>,
+    gateway: &Gateway,
+    conn: &ConnInfo,
     request: Request<DownstreamBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
@@ -88,7 +88,7 @@ pub async fn handle(
     let mut response = match proxy(
         &snapshot,
         &gateway.metrics,
-        &conn,
+        conn,
         request,
         &request_id,
         &mut progress,
@@ -131,9 +131,13 @@ pub async fn handle(
             pipeline.respond(response.headers_mut(), &progress.state, &cx);
         }
     }
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, request_id.clone());
+    // Kept for the access-log line only when there is one.
+    let logged_id = if access_log {
+        request_id.clone()
+    } else {
+        HeaderValue::from_static("")
+    };
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
     let route = progress
         .route
         .map(|r| Arc::clone(&snapshot.route_series[r]))
@@ -148,7 +152,7 @@ pub async fn handle(
         target: progress.target.map(|t| Arc::clone(&t.name)),
         consumer: progress.state.consumer.take(),
         status: response.status(),
-        request_id: request_id.clone(),
+        request_id: logged_id,
         bytes: 0,
     };
     response.body_mut().set_record(record);

@@ -144,11 +144,9 @@ async fn serve_http2<S>(
     let arrived = Arc::clone(&first_request);
     let service = service_fn(move |request| {
         arrived.notify_one();
-        handle(
-            Arc::clone(&gateway),
-            Arc::clone(&conn),
-            request.map(DownstreamBody::H2),
-        )
+        let gateway = Arc::clone(&gateway);
+        let conn = Arc::clone(&conn);
+        async move { handle(&gateway, &conn, request.map(DownstreamBody::H2)).await }
     });
     let connection = http.http2.serve_connection(TokioIo::new(io), service);
     let result = drive(connection, shutdown, &first_request, |c| {

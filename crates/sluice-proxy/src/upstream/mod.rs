@@ -76,14 +76,17 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `request` and waits for the response head, at most `timeout`.
+    /// Sends `request` and waits for the response head, at most `timeout` counted from
+    /// `from` (a time the caller has read already: the clock is not read again).
     pub async fn send(
         &self,
         request: http::Request<RequestBody>,
+        from: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
+        let deadline = from + timeout;
         let sent = match &self.pool {
-            Pool::Http1(client) => tokio::time::timeout(timeout, client.send(request))
+            Pool::Http1(client) => tokio::time::timeout_at(deadline, client.send(request))
                 .await
                 .map(|sent| {
                     sent.map_err(|e| match e {
@@ -98,7 +101,7 @@ impl UpstreamClient {
                         },
                     })
                 }),
-            Pool::Http2(client) => tokio::time::timeout(timeout, client.request(request))
+            Pool::Http2(client) => tokio::time::timeout_at(deadline, client.request(request))
                 .await
                 .map(|sent| {
                     sent.map(|response| response.map(|b| UpstreamBody::Plain(Some(b))))

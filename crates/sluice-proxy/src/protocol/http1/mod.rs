@@ -154,7 +154,7 @@ pub async fn serve(
             None => reader = Some(rd),
         }
 
-        let handler = handle(Arc::clone(&gateway), Arc::clone(&conn), request);
+        let handler = handle(&gateway, &conn, request);
         let response = if head.expect_continue {
             with_continue(handler, &home, &mut writer).await
         } else {
