@@ -97,6 +97,11 @@ impl ResponseBody {
         self.record = Some(record);
     }
 
+    /// The target the body comes from, once the record names it.
+    pub fn target(&self) -> Option<&Arc<str>> {
+        self.record.as_ref()?.target.as_ref()
+    }
+
     /// Holds `held` until the body ends or is dropped.
     pub fn hold(&mut self, held: Held) {
         self.held = Some(held);

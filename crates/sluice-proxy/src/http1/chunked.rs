@@ -117,16 +117,25 @@ impl ChunkedDecoder {
             self.state = State::Done;
             return Ok(Decoded::End(None));
         }
-        let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+        // Lines end in CRLF only: a parser stopping at a bare LF would read a different
+        // end of the section than the one found here.
+        let end = super::head_end(buf);
+        if has_bare_lf(&buf[..end.map_or(buf.len(), |e| e + 4)]) {
+            return Err(ChunkError::Trailers);
+        }
+        let Some(end) = end else {
             if buf.len() > MAX_TRAILERS {
                 return Err(ChunkError::Trailers);
             }
             return Ok(Decoded::Incomplete);
         };
+        if end + 4 > MAX_TRAILERS {
+            return Err(ChunkError::Trailers);
+        }
         let section = buf.split_to(end + 4).freeze();
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let parsed = match httparse::parse_headers(&section, &mut fields) {
-            Ok(httparse::Status::Complete((_, fields))) => fields,
+            Ok(httparse::Status::Complete((len, fields))) if len == section.len() => fields,
             _ => return Err(ChunkError::Trailers),
         };
         let mut trailers = HeaderMap::with_capacity(parsed.len());
@@ -145,15 +154,23 @@ impl ChunkedDecoder {
 /// The length of the CRLF-ended line at the start of `buf`, without its CRLF, once it is
 /// all there. A bare LF or CR is an error.
 fn line(buf: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
-    let seen = &buf[..buf.len().min(max + 2)];
+    // The CR of a line of at most `max` bytes is within the first `max + 1`.
+    let seen = &buf[..buf.len().min(max + 1)];
     match memchr::memchr2(b'\r', b'\n', seen) {
         Some(i) if seen[i] == b'\n' => Err(ChunkError::LineEnd),
-        Some(i) if i + 1 == seen.len() => Ok(None),
-        Some(i) if seen[i + 1] == b'\n' => Ok(Some(i)),
-        Some(_) => Err(ChunkError::LineEnd),
+        Some(i) => match buf.get(i + 1) {
+            None => Ok(None),
+            Some(b'\n') => Ok(Some(i)),
+            Some(_) => Err(ChunkError::LineEnd),
+        },
         None if buf.len() > max => Err(ChunkError::LineTooLong),
         None => Ok(None),
     }
+}
+
+/// Whether a line in `bytes` ends in a LF without its CR.
+pub fn has_bare_lf(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|i| i == 0 || bytes[i - 1] != b'\r')
 }
 
 /// `chunk-size [ chunk-ext ]`: hex digits, then nothing or extensions starting with `;`.
@@ -163,7 +180,12 @@ fn chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
         return Err(ChunkError::Size);
     }
     let rest = &line[digits..];
-    let ext = rest.trim_ascii_start();
+    // Only spaces and tabs (BWS) may come before the extensions.
+    let blank = rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    let ext = &rest[blank..];
     if !ext.is_empty()
         && (ext[0] != b';' || ext.iter().any(|b| b.is_ascii_control() && *b != b'\t'))
     {
@@ -247,6 +269,58 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// A chunk-size line one byte longer than `MAX_LINE`, its CR the last byte the line
+    /// finder looks at: it must be refused, not waited on while the buffer grows.
+    #[test]
+    fn an_overlong_chunk_line_ending_at_the_look_limit_is_refused() {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&vec![b'0'; MAX_LINE + 1]);
+        buf.extend_from_slice(b"\r");
+        // The client keeps sending: the buffer grows, the decoder keeps waiting.
+        for _ in 0..64 {
+            buf.extend_from_slice(&[b'x'; 16 * 1024]);
+            match decoder.decode(&mut buf) {
+                Err(_) => return,
+                Ok(Decoded::Incomplete) => {}
+                Ok(other) => panic!("decoded {other:?}"),
+            }
+        }
+        panic!(
+            "still waiting for the end of a chunk line with {} bytes buffered",
+            buf.len()
+        );
+    }
+
+    /// A trailer section that httparse ends early (at a bare-LF empty line) must not
+    /// swallow the bytes behind that end: a bare LF is a 400 (HARDENING.md), and what
+    /// follows would be another request to a front end that stops at `\n\n`.
+    #[test]
+    fn trailers_with_bare_lf_are_refused_not_swallowed() {
+        for wire in [
+            &b"0\r\nX-A: 1\n\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"0\r\nX-A: 1\nX-B: 2\r\n\r\n",
+        ] {
+            let mut decoder = ChunkedDecoder::default();
+            let mut buf = BytesMut::from(wire);
+            let result = decoder.decode(&mut buf);
+            assert!(
+                result.is_err(),
+                "{:?} decoded as {result:?}, {:?} left",
+                String::from_utf8_lossy(wire),
+                String::from_utf8_lossy(&buf)
+            );
+        }
+    }
+
+    /// Only SP and HTAB may sit between a chunk size and its extensions (RFC 9112 7.1.1,
+    /// BWS); `trim_ascii_start` also drops form feeds, so `5\x0c` reads as size 5 where
+    /// hyper and most parsers refuse it.
+    #[test]
+    fn a_form_feed_after_the_chunk_size_is_refused() {
+        assert!(decode_all(b"5\x0c\r\nhello\r\n0\r\n\r\n", 64).is_err());
     }
 
     proptest! {

@@ -55,6 +55,10 @@ where
     pub fn new(mut outbox: Outbox, head: Bytes, body: Option<B>, framing: BodyFraming) -> Self {
         outbox.clear();
         outbox.push(head);
+        if body.is_none() && framing == BodyFraming::Chunked {
+            // A chunked message without a body still ends with the last chunk.
+            outbox.push_static(LAST_CHUNK);
+        }
         BodySender {
             outbox,
             body,
@@ -77,6 +81,16 @@ where
 
     pub fn is_touched(&self) -> bool {
         self.touched
+    }
+
+    /// The body still to send (or the one that failed).
+    pub fn body(&self) -> Option<&B> {
+        self.body.as_ref()
+    }
+
+    /// Whether any byte of the message reached the connection.
+    pub fn has_written(&self) -> bool {
+        self.outbox.wrote
     }
 
     /// The body, when none of it was taken yet.
@@ -121,10 +135,8 @@ where
                     self.end(None)?;
                     continue;
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    self.body = None;
-                    return Err(SendFailure::Body(e));
-                }
+                // The failed body stays, for the caller to look at (see `body`).
+                Poll::Ready(Some(Err(e))) => return Err(SendFailure::Body(e)),
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
             self.touched = true;
@@ -190,6 +202,8 @@ const MAX_SLICES: usize = 16;
 pub struct Outbox {
     queue: VecDeque<Bytes>,
     queued: usize,
+    /// Some bytes were written since the last `clear`.
+    wrote: bool,
 }
 
 impl Outbox {
@@ -212,6 +226,7 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.queue.clear();
         self.queued = 0;
+        self.wrote = false;
     }
 
     /// How many bytes wait.
@@ -251,6 +266,7 @@ impl Outbox {
     }
 
     fn advance(&mut self, mut n: usize) {
+        self.wrote = true;
         self.queued -= n;
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {

@@ -83,3 +83,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountingIo<S> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
+
+/// A transport that can end a connection with a reset.
+pub trait Reset {
+    /// Makes the next close a reset; nothing where the transport has none.
+    fn reset(&self) {}
+}
+
+/// A TCP connection can end with a reset, which tells a client that a body it read until
+/// the close was cut short.
+impl Reset for tokio::net::TcpStream {
+    fn reset(&self) {
+        if let Err(e) = self.set_zero_linger() {
+            tracing::debug!("could not set the connection to reset on close: {e}");
+        }
+    }
+}
+
+impl Reset for tokio::net::UnixStream {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + Reset> crate::protocol::http1::Io
+    for CountingIo<S>
+{
+    fn abort(&self) {
+        self.stream.reset();
+    }
+}

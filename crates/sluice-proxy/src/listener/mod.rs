@@ -352,7 +352,7 @@ impl AcceptLoops {
 
 /// A listening socket of either kind.
 trait Acceptor: Send + 'static {
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + counting::Reset + 'static;
     /// Connections start with a TLS handshake.
     const SECURE: bool = false;
     /// The next connection and, for TCP, the peer's address.

@@ -78,7 +78,7 @@ pub async fn serve_connection<S>(
     conn: ConnInfo,
     shutdown: ShutdownWatch,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: http1::Io + 'static,
 {
     let sniffed = match first_request_bytes(&http, stream, &shutdown).await {
         Some(sniffed) => sniffed,

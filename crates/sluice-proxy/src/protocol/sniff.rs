@@ -61,6 +61,11 @@ impl<S> Prefixed<S> {
             inner,
         }
     }
+
+    /// The stream under the replayed bytes.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

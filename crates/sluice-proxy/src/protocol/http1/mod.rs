@@ -32,8 +32,24 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 /// A client connection's byte stream, whatever is under it (TCP, TLS, Unix socket).
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {
+    /// Makes the connection end with a reset rather than an orderly close, so that the
+    /// client cannot take an answer cut short for a whole one. Nothing where the
+    /// transport has no such thing.
+    fn abort(&self) {}
+}
+
+impl<S: Io> Io for Prefixed<S> {
+    fn abort(&self) {
+        self.inner().abort();
+    }
+}
+
+impl<S: Io> Io for tokio_rustls::server::TlsStream<S> {
+    fn abort(&self) {
+        self.get_ref().0.abort();
+    }
+}
 
 /// A client connection, boxed so that one server serves every kind of listener.
 pub type BoxIo = Box<dyn Io>;
@@ -114,18 +130,9 @@ pub async fn serve(
             Ok(Some(head)) => head,
             Ok(None) => break,
             Err(error) => {
-                let (parts, body) = rescue(&error, &new_request_id()).into_parts();
                 tracing::info!(code = error.code(), "{error}");
-                let exchange = response::Exchange {
-                    method_is_head: false,
-                    version: http::Version::HTTP_11,
-                    keep_alive: false,
-                };
-                let (bytes, framing, _) =
-                    response::head(&mut head_buf, &parts, body.size_hint().exact(), exchange);
-                let framing = framing.unwrap_or(BodyFraming::Length(0));
-                let mut sender = BodySender::new(outbox, bytes, Some(body), framing);
-                let _ = poll_fn(|cx| sender.poll_send(&mut writer, cx)).await;
+                let id = new_request_id();
+                answer_problem(&mut writer, &mut head_buf, outbox, &error, &id).await;
                 linger(Some(rd), writer).await;
                 return;
             }
@@ -182,13 +189,40 @@ pub async fn serve(
         let framing = framing.unwrap_or(BodyFraming::Length(0));
         let mut sender = BodySender::new(outbox, bytes, body, framing);
         let sent = poll_fn(|cx| sender.poll_send(&mut writer, cx)).await;
+        let written = sender.has_written();
+        let target = match (&sent, written) {
+            (Err(SendFailure::Body(_)), false) => sender.body().and_then(|b| b.target().cloned()),
+            _ => None,
+        };
         outbox = sender.take_outbox();
         drop(sender);
         drop(held);
         match sent {
             Ok(()) => {}
+            Err(SendFailure::Body(e)) if !written => {
+                // Nothing of the answer left yet: the client still gets one.
+                let error = ProxyError::Upstream {
+                    target: target.as_deref().unwrap_or("-").to_string(),
+                    cause: e.to_string(),
+                };
+                tracing::warn!(code = error.code(), "{error}");
+                let id = parts
+                    .headers
+                    .get(crate::lifecycle::X_REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                answer_problem(&mut writer, &mut head_buf, outbox, &error, id).await;
+                break;
+            }
             Err(SendFailure::Body(e)) => {
                 tracing::debug!("response cut off: {e}");
+                if framing == BodyFraming::Close {
+                    // Read until the close, the answer would look whole: reset instead.
+                    if let Some(rd) = reader.take().or_else(|| home.take_any()) {
+                        rd.io.unsplit(writer).abort();
+                        return;
+                    }
+                }
                 break;
             }
             Err(SendFailure::Io(e)) => {
@@ -203,6 +237,28 @@ pub async fn serve(
         timer.set(settings.keepalive_timeout);
     }
     linger(reader.or_else(|| home.take_any()), writer).await;
+}
+
+/// Writes the gateway's own answer for `error` (problem+json, and the connection closes
+/// after it); gives the outbox back.
+async fn answer_problem(
+    writer: &mut WriteHalf<BoxIo>,
+    head_buf: &mut BytesMut,
+    outbox: Outbox,
+    error: &ProxyError,
+    request_id: &str,
+) -> Outbox {
+    let (parts, body) = rescue(error, request_id).into_parts();
+    let exchange = response::Exchange {
+        method_is_head: false,
+        version: http::Version::HTTP_11,
+        keep_alive: false,
+    };
+    let (bytes, framing, _) = response::head(head_buf, &parts, body.size_hint().exact(), exchange);
+    let framing = framing.unwrap_or(BodyFraming::Length(0));
+    let mut sender = BodySender::new(outbox, bytes, Some(body), framing);
+    let _ = poll_fn(|cx| sender.poll_send(writer, cx)).await;
+    sender.take_outbox()
 }
 
 /// Reads the next request head, within the timeouts. `Ok(None)`: the connection is to

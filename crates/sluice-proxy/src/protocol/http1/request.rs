@@ -2,6 +2,7 @@
 //! buffer's bytes, and the strict checks HARDENING.md asks of it: bare line feeds,
 //! framing headers, sizes.
 
+use crate::http1::chunked::has_bare_lf;
 use crate::http1::framing::{declared, Framing};
 use crate::http1::{head_end, ConnectionTokens, Seen};
 use crate::rescue::ProxyError;
@@ -111,7 +112,11 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, Pro
         keep_alive: keep_alive_token,
         upgrade: upgrade_token,
     } = tokens;
-    let keep_alive = !both && !close && (version == Version::HTTP_11 || keep_alive_token);
+    // An HTTP/1.0 message with Transfer-Encoding has faulty framing (RFC 9112, 6.1): read
+    // as chunked, and the connection closes after it.
+    let faulty = version == Version::HTTP_10 && seen.transfer_encoding;
+    let keep_alive =
+        !both && !faulty && !close && (version == Version::HTTP_11 || keep_alive_token);
     let expect_continue = expect
         && version == Version::HTTP_11
         && framing.is_some()
@@ -132,11 +137,6 @@ pub fn parse(buf: &mut BytesMut, limits: HeadLimits) -> Result<Option<Head>, Pro
         expect_continue,
         upgrade,
     }))
-}
-
-/// Whether a line in `bytes` ends in a LF without its CR.
-fn has_bare_lf(bytes: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', bytes).any(|i| i == 0 || bytes[i - 1] != b'\r')
 }
 
 fn bare_lf() -> ProxyError {
@@ -240,6 +240,20 @@ mod tests {
             parsed(&long_header),
             Err(ProxyError::HeadersTooLarge(_))
         ));
+    }
+
+    /// RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing; the
+    /// connection closes after it (or the request is refused), whatever `Connection`
+    /// says. A front end that reads HTTP/1.0 without chunked would take the chunks for
+    /// the next request.
+    #[test]
+    fn an_http10_request_with_transfer_encoding_never_keeps_the_connection() {
+        match parsed(
+            "POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ) {
+            Err(_) => {}
+            Ok(head) => assert!(!head.expect("complete").keep_alive),
+        }
     }
 
     proptest! {

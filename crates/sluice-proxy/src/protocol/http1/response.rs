@@ -38,6 +38,8 @@ pub fn head(
         || exchange.method_is_head;
     let keep_length = status == StatusCode::NOT_MODIFIED || exchange.method_is_head;
     let mut has_date = false;
+    // The length a HEAD or 304 answer passes on, written once.
+    let mut length = None;
     for (name, value) in &parts.headers {
         if name == CONNECTION {
             keep_alive &= !value
@@ -46,7 +48,11 @@ pub fn head(
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
             continue;
         }
-        if name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && !keep_length) {
+        if name == CONTENT_LENGTH {
+            length = length.or(Some(value));
+            continue;
+        }
+        if name == TRANSFER_ENCODING {
             continue;
         }
         has_date |= name == DATE;
@@ -57,6 +63,11 @@ pub fn head(
     }
     if !has_date {
         date(buf);
+    }
+    if let Some(length) = length.filter(|_| keep_length) {
+        buf.put_slice(b"content-length: ");
+        buf.put_slice(length.as_bytes());
+        buf.put_slice(b"\r\n");
     }
     let framing = if bodiless {
         None

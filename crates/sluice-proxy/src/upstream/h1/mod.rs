@@ -69,8 +69,14 @@ impl H1Client {
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut body = Some(body);
         let mut head: Option<(Bytes, BodyFraming)> = None;
+        let mut retried = false;
         loop {
-            let pooled = poll_fn(|cx| Poll::Ready(self.pool.checkout(cx))).await;
+            // After a pooled connection failed, the next try goes on a new one.
+            let pooled = if retried {
+                None
+            } else {
+                poll_fn(|cx| Poll::Ready(self.pool.checkout(cx))).await
+            };
             let fresh = pooled.is_none();
             let mut conn = match pooled {
                 Some(conn) => conn,
@@ -100,6 +106,7 @@ impl H1Client {
                         "a pooled connection to the target was closed; sending on a new one"
                     );
                     body_back(&mut body, exchange.untouched_body());
+                    retried = true;
                 }
                 Err(e) => return Err(SendError::Exchange(e)),
             }
@@ -126,21 +133,22 @@ impl H1Client {
         let bodiless = *method == Method::HEAD
             || head.status == StatusCode::NO_CONTENT
             || head.status == StatusCode::NOT_MODIFIED;
+        // Checked even when no body follows: a HEAD or 304 answer passes its length on.
+        let (declared, both) = declared(&head.headers, false, head.seen).map_err(|_| {
+            SendError::Exchange(ExchangeError::Invalid(
+                "invalid Content-Length or Transfer-Encoding",
+            ))
+        })?;
         let framing = if bodiless {
             Framing::Length(0)
         } else {
-            match declared(&head.headers, false, head.seen) {
-                Ok((framing, _)) => framing.unwrap_or(Framing::Close),
-                Err(_) => {
-                    return Err(SendError::Exchange(ExchangeError::Invalid(
-                        "invalid Content-Length or Transfer-Encoding",
-                    )))
-                }
-            }
+            declared.unwrap_or(Framing::Close)
         };
         *response.headers_mut() = head.headers;
         *response.body_mut() = UpstreamBody::Pooled(H1Body {
-            reusable: reusable && framing != Framing::Close,
+            // A length and chunks both: read as chunked, and the connection not trusted
+            // with another request.
+            reusable: reusable && !both && framing != Framing::Close,
             framing,
             exchange: Some(exchange),
             pool: Arc::clone(&self.pool),
