@@ -6,6 +6,18 @@ use http::HeaderMap;
 
 /// The longest chunk-size line (size and extensions) accepted.
 const MAX_LINE: usize = 4096;
+/// Fields dropped from trailers on the way through.
+const NOT_TRAILERS: [http::HeaderName; 8] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::HOST,
+    http::header::CONNECTION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::CONTENT_ENCODING,
+];
+
 /// The most trailer section accepted.
 const MAX_TRAILERS: usize = 16 * 1024;
 
@@ -142,6 +154,11 @@ impl ChunkedDecoder {
         for field in parsed {
             let name = http::HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| ChunkError::Trailers)?;
+            if NOT_TRAILERS.contains(&name) {
+                // Framing, routing, connection and content-coding fields have no place
+                // in trailers; a receiver that merged them into the head would be misled.
+                continue;
+            }
             let value = http::HeaderValue::from_maybe_shared(section.slice_ref(field.value))
                 .map_err(|_| ChunkError::Trailers)?;
             trailers.append(name, value);
@@ -250,6 +267,18 @@ mod tests {
         assert_eq!(data, b"hello!");
         assert_eq!(trailers.expect("trailers")["x-sum"], "9");
         assert_eq!(decode_all(b"0\r\n\r\n", 1).expect("empty").0, b"");
+    }
+
+    #[test]
+    fn framing_and_routing_fields_are_dropped_from_trailers() {
+        let (_, trailers) = decode_all(
+            b"0\r\nContent-Length: 9\r\nHost: evil\r\nX-Sum: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            7,
+        )
+        .expect("valid");
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers.len(), 1, "{trailers:?}");
+        assert_eq!(trailers["x-sum"], "1");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::http1::poll_read;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::sync::Notify;
@@ -27,7 +28,10 @@ pub enum RequestBodyError {
 pub struct Home {
     /// The read side, and whether the body was read to its end.
     back: Mutex<Option<(Reader, bool)>>,
-    /// The body was asked for while the client waits for `100 Continue`.
+    /// The body was asked for while the client waits for `100 Continue`: the flag says
+    /// so, the notification wakes the connection (and may be left over from an earlier
+    /// request, which the flag tells apart).
+    want_continue: AtomicBool,
     continue_wanted: Notify,
 }
 
@@ -66,9 +70,19 @@ impl Home {
             .is_some_and(|(_, complete)| *complete)
     }
 
-    /// Completes when the body is first asked for.
+    /// Completes when this request's body is first asked for.
     pub async fn continue_wanted(&self) {
-        self.continue_wanted.notified().await;
+        loop {
+            self.continue_wanted.notified().await;
+            if self.want_continue.swap(false, Ordering::AcqRel) {
+                return;
+            }
+        }
+    }
+
+    /// A new request starts: nothing asked for its body yet.
+    pub fn expect_continue(&self) {
+        self.want_continue.store(false, Ordering::Release);
     }
 }
 
@@ -120,6 +134,7 @@ impl Body for H1RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if std::mem::take(&mut this.expect_continue) {
+            this.home.want_continue.store(true, Ordering::Release);
             this.home.continue_wanted.notify_one();
         }
         loop {

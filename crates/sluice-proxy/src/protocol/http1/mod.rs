@@ -163,6 +163,7 @@ pub async fn serve(
 
         let handler = handle(&gateway, &conn, request);
         let response = if head.expect_continue {
+            home.expect_continue();
             with_continue(handler, &home, &mut writer).await
         } else {
             handler.await

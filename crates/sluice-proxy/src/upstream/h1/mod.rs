@@ -16,7 +16,7 @@ use crate::protocol::Prefixed;
 use bytes::Bytes;
 pub use exchange::ExchangeError;
 use exchange::{request_head, Conn, Exchange, Head};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pool::Pool;
@@ -139,6 +139,8 @@ impl H1Client {
                 "invalid Content-Length or Transfer-Encoding",
             ))
         })?;
+        // Transfer-Encoding in an HTTP/1.0 answer is faulty framing (RFC 9112, 6.1).
+        let faulty = head.version == Version::HTTP_10 && head.seen.transfer_encoding;
         let framing = if bodiless {
             Framing::Length(0)
         } else {
@@ -148,7 +150,7 @@ impl H1Client {
         *response.body_mut() = UpstreamBody::Pooled(H1Body {
             // A length and chunks both: read as chunked, and the connection not trusted
             // with another request.
-            reusable: reusable && !both && framing != Framing::Close,
+            reusable: reusable && !both && !faulty && framing != Framing::Close,
             framing,
             exchange: Some(exchange),
             pool: Arc::clone(&self.pool),
