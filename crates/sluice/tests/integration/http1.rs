@@ -248,46 +248,81 @@ async fn expect_100_continue_is_not_sent_for_the_gateways_own_answer() {
     still_serves(&gw, &origin, "expect on a direct answer").await;
 }
 
-/// What [`RecordingOrigin`] read of one request.
+/// What a [`BareOrigin`] does with a request, by its path and how many requests with that
+/// path came before it (on any connection).
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    /// `200 ok`, keeping the connection, after waiting this long.
+    Answer(Duration),
+    /// Answers these bytes verbatim and keeps the connection.
+    Raw(&'static [u8]),
+    /// Closes the connection without answering.
+    Close,
+    /// Answers these bytes verbatim, then closes the connection a moment later.
+    RawThenClose(&'static [u8]),
+    /// Answers these bytes verbatim and closes the connection at once.
+    RawAndClose(&'static [u8]),
+}
+
+/// How long a [`BareOrigin`] waits for a request body to end before it takes it for
+/// incomplete: a bound on a hang, not a measure of speed.
+const BODY_WITHIN: Duration = Duration::from_secs(10);
+
+/// One request as a [`BareOrigin`] read it.
 #[derive(Debug, Clone)]
 struct Received {
+    /// Which of the origin's connections (counted from 0, in accept order) carried it.
+    conn: usize,
     head: String,
+    /// The body's data (length or chunked framing), once it is complete.
     body: Vec<u8>,
     /// Trailer lines, each ended by `\n`.
     trailers: String,
+    /// The body was framed completely (its length, or chunks up to the last one and the
+    /// trailers) within [`BODY_WITHIN`].
+    complete: bool,
 }
 
-/// An origin on a bare socket that reads whole requests (length or chunked bodies),
-/// keeps what it read, and answers each `200` with body `ok`, keeping the connection.
-struct RecordingOrigin {
+impl Received {
+    fn path(&self) -> &str {
+        self.head.split(' ').nth(1).unwrap_or("")
+    }
+}
+
+/// An origin on a bare socket that reads whole requests (length or chunked bodies) on
+/// keep-alive connections, keeps what it read, and acts as its script says.
+struct BareOrigin {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for RecordingOrigin {
+impl Drop for BareOrigin {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl RecordingOrigin {
-    async fn start() -> RecordingOrigin {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind recording origin");
-        let addr = listener.local_addr().expect("recording origin addr");
+impl BareOrigin {
+    /// Answers every request `200 ok`, keeping the connection.
+    async fn start() -> BareOrigin {
+        BareOrigin::scripted(|_, _| Act::Answer(Duration::ZERO)).await
+    }
+
+    async fn scripted(script: fn(&str, usize) -> Act) -> BareOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&received);
         let task = tokio::spawn(async move {
-            loop {
+            for conn in 0.. {
                 let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                    return;
                 };
-                tokio::spawn(record(stream, Arc::clone(&log)));
+                tokio::spawn(serve(stream, conn, Arc::clone(&log), script));
             }
         });
-        RecordingOrigin {
+        BareOrigin {
             addr,
             received,
             task,
@@ -306,7 +341,12 @@ impl RecordingOrigin {
     }
 }
 
-async fn record(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
+async fn serve(
+    mut stream: TcpStream,
+    conn: usize,
+    log: Arc<Mutex<Vec<Received>>>,
+    script: fn(&str, usize) -> Act,
+) {
     let mut buf = Vec::new();
     loop {
         // Waits for the next request as long as the gateway keeps the connection.
@@ -319,35 +359,73 @@ async fn record(mut stream: TcpStream, log: Arc<Mutex<Vec<Received>>>) {
         }
         let head = take_until(&mut stream, &mut buf, b"\r\n\r\n").await;
         let lower = head.to_ascii_lowercase();
-        let (body, trailers) = if lower.contains("\r\ntransfer-encoding: chunked") {
-            read_chunked(&mut stream, &mut buf).await
-        } else {
-            let length = lower
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().expect("content-length"));
-            (
-                take_exact(&mut stream, &mut buf, length).await,
-                String::new(),
-            )
+        let chunked = lower.contains("\r\ntransfer-encoding: chunked");
+        let length: usize = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+        // Kept before its body is read, as incomplete: a body cut off by a close ends this
+        // task inside the reading helpers, which panic on an early end.
+        let received = Received {
+            conn,
+            head,
+            body: Vec::new(),
+            trailers: String::new(),
+            complete: false,
         };
-        log.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Received {
-                head,
-                body,
-                trailers,
-            });
-        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        if stream.write_all(answer).await.is_err() {
-            return;
+        let path = received.path().to_string();
+        let (before, index) = {
+            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = log.iter().filter(|r| r.path() == path).count();
+            log.push(received);
+            (before, log.len() - 1)
+        };
+        let body = tokio::time::timeout(BODY_WITHIN, async {
+            if chunked {
+                read_chunked(&mut stream, &mut buf).await
+            } else {
+                let body = take_exact(&mut stream, &mut buf, length).await;
+                (body, String::new())
+            }
+        })
+        .await;
+        if let Ok((body, trailers)) = body {
+            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+            let received = &mut log[index];
+            (received.body, received.trailers) = (body, trailers);
+            received.complete = true;
+        }
+        match script(&path, before) {
+            Act::Answer(after) => {
+                tokio::time::sleep(after).await;
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if stream.write_all(ok).await.is_err() {
+                    return;
+                }
+            }
+            Act::Raw(bytes) => {
+                if stream.write_all(bytes).await.is_err() {
+                    return;
+                }
+            }
+            Act::Close => return,
+            Act::RawAndClose(bytes) => {
+                let _ = stream.write_all(bytes).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            Act::RawThenClose(bytes) => {
+                let _ = stream.write_all(bytes).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return;
+            }
         }
     }
 }
 
 #[tokio::test]
 async fn a_chunked_request_body_with_trailers_reaches_the_origin_chunked() {
-    let origin = RecordingOrigin::start().await;
+    let origin = BareOrigin::start().await;
     let gw = gateway_for(&origin.url()).await;
     let mut conn = Conn::open(gw.addr).await;
     conn.send(concat!(
@@ -484,173 +562,6 @@ async fn a_head_answer_has_the_length_but_no_body() {
     assert_eq!(origin.hits.load(Ordering::SeqCst), 2);
 }
 
-/// What a [`ScriptedOrigin`] does with a request, by its path and how many requests with
-/// that path came before it (on any connection).
-#[derive(Debug, Clone, Copy)]
-enum Act {
-    /// `200 ok`, keeping the connection, after waiting this long.
-    Answer(Duration),
-    /// Answers these bytes verbatim and keeps the connection.
-    Raw(&'static [u8]),
-    /// Closes the connection without answering.
-    Close,
-    /// Answers these bytes verbatim, then closes the connection a moment later.
-    RawThenClose(&'static [u8]),
-    /// Answers these bytes verbatim and closes the connection at once.
-    RawAndClose(&'static [u8]),
-}
-
-/// One request as a [`ScriptedOrigin`] read it.
-#[derive(Debug, Clone)]
-struct Arrival {
-    conn: usize,
-    head: String,
-    /// The body was framed completely (its length, or chunks up to the last one) within
-    /// two seconds.
-    complete: bool,
-}
-
-/// An origin on a bare socket that reads request heads and bodies on keep-alive
-/// connections and acts as `script` says.
-struct ScriptedOrigin {
-    addr: SocketAddr,
-    arrivals: Arc<Mutex<Vec<Arrival>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ScriptedOrigin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl ScriptedOrigin {
-    async fn start(script: fn(&str, usize) -> Act) -> ScriptedOrigin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
-        let addr = listener.local_addr().expect("origin addr");
-        let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let log = Arc::clone(&arrivals);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let conn = count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(scripted(stream, conn, Arc::clone(&log), script));
-            }
-        });
-        ScriptedOrigin {
-            addr,
-            arrivals,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn arrivals(&self) -> Vec<Arrival> {
-        self.arrivals
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-async fn scripted(
-    mut stream: TcpStream,
-    conn: usize,
-    log: Arc<Mutex<Vec<Arrival>>>,
-    script: fn(&str, usize) -> Act,
-) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = text(&buf[..head_end]);
-        buf.drain(..head_end);
-        let lower = head.to_ascii_lowercase();
-        let chunked = lower.contains("\r\ntransfer-encoding: chunked");
-        let length: usize = lower
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap_or(0));
-        // Enough of the body to see whether it is complete (bodies here are tiny).
-        let complete = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                let done = if chunked {
-                    buf.windows(5).any(|w| w == b"0\r\n\r\n")
-                } else {
-                    buf.len() >= length
-                };
-                if done {
-                    return true;
-                }
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if chunked {
-            if let Some(i) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
-                buf.drain(..i + 5);
-            }
-        } else {
-            let n = length.min(buf.len());
-            buf.drain(..n);
-        }
-        let path = head.split(' ').nth(1).unwrap_or("").to_string();
-        let before = {
-            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
-            let before = log
-                .iter()
-                .filter(|a| a.head.split(' ').nth(1) == Some(path.as_str()))
-                .count();
-            log.push(Arrival {
-                conn,
-                head,
-                complete,
-            });
-            before
-        };
-        match script(&path, before) {
-            Act::Answer(after) => {
-                tokio::time::sleep(after).await;
-                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                if stream.write_all(ok).await.is_err() {
-                    return;
-                }
-            }
-            Act::Raw(bytes) => {
-                if stream.write_all(bytes).await.is_err() {
-                    return;
-                }
-            }
-            Act::Close => return,
-            Act::RawAndClose(bytes) => {
-                let _ = stream.write_all(bytes).await;
-                let _ = stream.shutdown().await;
-                return;
-            }
-            Act::RawThenClose(bytes) => {
-                let _ = stream.write_all(bytes).await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                return;
-            }
-        }
-    }
-}
-
 /// A request retried on a new connection after its pooled one closed must be framed as
 /// it was the first time, whole: an empty chunked body (`0\r\n\r\n`) is "untouched" by the
 /// first try (no data frame was taken), so the retry goes out with the cached
@@ -658,7 +569,7 @@ async fn scripted(
 /// chunk. The target waits for a body that never ends; the connection is desynchronised.
 #[tokio::test]
 async fn a_retried_chunked_request_still_ends_its_body() {
-    let origin = ScriptedOrigin::start(|path, before| match (path, before) {
+    let origin = BareOrigin::scripted(|path, before| match (path, before) {
         ("/app/x", 0) => Act::Close,
         _ => Act::Answer(Duration::ZERO),
     })
@@ -674,7 +585,7 @@ async fn a_retried_chunked_request_still_ends_its_body() {
         .await;
     let answer = conn.response().await;
     assert_eq!(answer.status, 200, "{answer:?}\n{}", gw.log());
-    let arrivals = origin.arrivals();
+    let arrivals = origin.received();
     let tries: Vec<_> = arrivals
         .iter()
         .filter(|a| a.head.starts_with("PUT /app/x "))
@@ -696,7 +607,7 @@ async fn a_retried_chunked_request_still_ends_its_body() {
 /// connection plus one.
 #[tokio::test]
 async fn a_request_on_a_closed_pooled_connection_is_replaced_only_once() {
-    let origin = ScriptedOrigin::start(|path, _| match path {
+    let origin = BareOrigin::scripted(|path, _| match path {
         "/app/poison" => Act::Close,
         _ => Act::Answer(Duration::from_millis(500)),
     })
@@ -722,7 +633,7 @@ async fn a_request_on_a_closed_pooled_connection_is_replaced_only_once() {
         .await;
     let answer = conn.response().await;
     assert_eq!(answer.status, 502, "{answer:?}\n{}", gw.log());
-    let arrivals = origin.arrivals();
+    let arrivals = origin.received();
     let tries = arrivals
         .iter()
         .filter(|a| a.head.starts_with("GET /app/poison "))
@@ -740,7 +651,7 @@ async fn a_request_on_a_closed_pooled_connection_is_replaced_only_once() {
 /// the stream left behind.
 #[tokio::test]
 async fn a_response_framed_by_both_length_and_chunks_does_not_keep_its_connection() {
-    let origin = ScriptedOrigin::start(|path, _| match path {
+    let origin = BareOrigin::scripted(|path, _| match path {
         "/app/both" => Act::Raw(
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ),
@@ -759,7 +670,7 @@ async fn a_response_framed_by_both_length_and_chunks_does_not_keep_its_connectio
     conn.send("GET /app/next HTTP/1.1\r\nHost: a\r\n\r\n").await;
     let next = conn.response().await;
     assert_eq!(next.status, 200, "{next:?}\n{}", gw.log());
-    let arrivals = origin.arrivals();
+    let arrivals = origin.received();
     let conns: Vec<usize> = arrivals.iter().map(|a| a.conn).collect();
     assert_eq!(conns.len(), 2, "{arrivals:#?}");
     assert_ne!(
@@ -774,7 +685,7 @@ async fn a_response_framed_by_both_length_and_chunks_does_not_keep_its_connectio
 /// `+5`, `abc`) reach the client, and any cache behind it.
 #[tokio::test]
 async fn a_head_answer_never_passes_on_a_broken_content_length() {
-    let origin = ScriptedOrigin::start(|path, _| match path {
+    let origin = BareOrigin::scripted(|path, _| match path {
         "/app/h" => Act::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
         _ => Act::Answer(Duration::ZERO),
     })
@@ -805,7 +716,7 @@ async fn a_head_answer_never_passes_on_a_broken_content_length() {
 #[tokio::test]
 async fn a_truncated_answer_to_an_http10_client_does_not_end_like_a_complete_one() {
     // The head and part of a chunked body, then the origin closes.
-    let origin = ScriptedOrigin::start(|_, _| {
+    let origin = BareOrigin::scripted(|_, _| {
         Act::RawThenClose(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
     })
     .await;
@@ -844,7 +755,7 @@ async fn a_truncated_answer_to_an_http10_client_does_not_end_like_a_complete_one
 /// close is what clients take for "never processed" and send the request again.
 #[tokio::test]
 async fn a_response_cut_before_anything_was_written_is_still_answered() {
-    let origin = ScriptedOrigin::start(|path, _| match path {
+    let origin = BareOrigin::scripted(|path, _| match path {
         "/app/cut" => {
             Act::RawAndClose(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         }

@@ -13,6 +13,7 @@ pub use request::HeadLimits;
 use super::sniff::Prefixed;
 use super::woken::WhenWoken;
 use super::{stopped, DownstreamBody, ShutdownWatch};
+use crate::body::ResponseBody;
 use crate::gateway::Gateway;
 use crate::http1::poll_read;
 use crate::http1::write::{BodyFraming, BodySender, Outbox, SendFailure};
@@ -20,7 +21,7 @@ use crate::lifecycle::{handle, new_request_id, ConnInfo};
 use crate::rescue::{rescue, ProxyError};
 use body::Home;
 use bytes::BytesMut;
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
@@ -138,31 +139,14 @@ pub async fn serve(
             }
         };
         first = false;
-        let method_is_head = head.method == Method::HEAD;
-        let version = head.version;
-        let mut request = Request::new(DownstreamBody::Empty);
-        *request.method_mut() = head.method;
-        *request.uri_mut() = head.uri;
-        *request.version_mut() = head.version;
-        *request.headers_mut() = head.headers;
-        let mut upgrade = None;
-        if head.upgrade {
-            let (sender, receiver) = oneshot::channel();
-            request
-                .extensions_mut()
-                .insert(ClientUpgrade(Arc::new(Mutex::new(Some(receiver)))));
-            upgrade = Some(sender);
-        }
-        match head.framing {
-            Some(framing) => {
-                let body = H1RequestBody::new(rd, framing, Arc::clone(&home), head.expect_continue);
-                *request.body_mut() = DownstreamBody::H1(body);
-            }
-            None => reader = Some(rd),
-        }
+        let (method_is_head, version, keep_alive) =
+            (head.method == Method::HEAD, head.version, head.keep_alive);
+        let expect_continue = head.expect_continue;
+        let (request, unread, upgrade) = into_request(head, rd, &home);
+        reader = unread;
 
         let handler = handle(&gateway, &conn, request);
-        let response = if head.expect_continue {
+        let response = if expect_continue {
             home.expect_continue();
             with_continue(handler, &home, &mut writer).await
         } else {
@@ -174,70 +158,138 @@ pub async fn serve(
         let exchange = response::Exchange {
             method_is_head,
             version,
-            keep_alive: head.keep_alive && body_read && !*shutdown.signal.borrow(),
+            keep_alive: keep_alive && body_read && !*shutdown.signal.borrow(),
         };
-        let (parts, body) = response.into_parts();
-        let exact = body.size_hint().exact();
-        let (bytes, framing, keep_alive) = response::head(&mut head_buf, &parts, exact, exchange);
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            switch(bytes, reader.take(), writer, upgrade).await;
-            return;
-        }
-        let (body, held) = match framing {
-            Some(_) => (Some(body), None),
-            None => (None, Some(body)),
-        };
-        let framing = framing.unwrap_or(BodyFraming::Length(0));
-        let mut sender = BodySender::new(outbox, bytes, body, framing);
-        let sent = poll_fn(|cx| sender.poll_send(&mut writer, cx)).await;
-        let written = sender.has_written();
-        let target = match (&sent, written) {
-            (Err(SendFailure::Body(_)), false) => sender.body().and_then(|b| b.target().cloned()),
-            _ => None,
-        };
-        outbox = sender.take_outbox();
-        drop(sender);
-        drop(held);
-        match sent {
-            Ok(()) => {}
-            Err(SendFailure::Body(e)) if !written => {
-                // Nothing of the answer left yet: the client still gets one.
-                let error = ProxyError::Upstream {
-                    target: target.as_deref().unwrap_or("-").to_string(),
-                    cause: e.to_string(),
-                };
-                tracing::warn!(code = error.code(), "{error}");
-                let id = parts
-                    .headers
-                    .get(crate::lifecycle::X_REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                answer_problem(&mut writer, &mut head_buf, outbox, &error, id).await;
-                break;
-            }
-            Err(SendFailure::Body(e)) => {
-                tracing::debug!("response cut off: {e}");
-                if framing == BodyFraming::Close {
-                    // Read until the close, the answer would look whole: reset instead.
-                    if let Some(rd) = reader.take().or_else(|| home.take_any()) {
-                        rd.io.unsplit(writer).abort();
-                        return;
-                    }
+        match send_answer(&mut writer, &mut head_buf, &mut outbox, response, exchange).await {
+            Next::KeepAlive => {}
+            Next::Close => break,
+            Next::Gone => return,
+            Next::Switch(head) => return switch(head, reader.take(), writer, upgrade).await,
+            Next::Reset => {
+                // Read until the close, the cut answer would look whole: reset instead.
+                if let Some(rd) = reader.take().or_else(|| home.take_any()) {
+                    rd.io.unsplit(writer).abort();
+                    return;
                 }
                 break;
             }
-            Err(SendFailure::Io(e)) => {
-                tracing::debug!("client connection failed while answering: {e}");
-                return;
-            }
-        }
-        if !keep_alive {
-            break;
         }
         reader = reader.or_else(|| home.take_complete());
         timer.set(settings.keepalive_timeout);
     }
     linger(reader.or_else(|| home.take_any()), writer).await;
+}
+
+/// The request the lifecycle takes, from a parsed head. The read side goes with the body
+/// when there is one and is given back otherwise; a request that asks to switch
+/// protocols gets the receiving end of its upgrade.
+fn into_request(
+    head: request::Head,
+    reader: Reader,
+    home: &Arc<Home>,
+) -> (
+    Request<DownstreamBody>,
+    Option<Reader>,
+    Option<oneshot::Sender<Upgraded>>,
+) {
+    let mut request = Request::new(DownstreamBody::Empty);
+    *request.method_mut() = head.method;
+    *request.uri_mut() = head.uri;
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers;
+    let mut upgrade = None;
+    if head.upgrade {
+        let (sender, receiver) = oneshot::channel();
+        request
+            .extensions_mut()
+            .insert(ClientUpgrade(Arc::new(Mutex::new(Some(receiver)))));
+        upgrade = Some(sender);
+    }
+    let unread = match head.framing {
+        Some(framing) => {
+            let body = H1RequestBody::new(reader, framing, Arc::clone(home), head.expect_continue);
+            *request.body_mut() = DownstreamBody::H1(body);
+            None
+        }
+        None => Some(reader),
+    };
+    (request, unread, upgrade)
+}
+
+/// What the connection does after an answer.
+enum Next {
+    KeepAlive,
+    Close,
+    /// The answer was cut short where only a reset can say so.
+    Reset,
+    /// The client's connection failed.
+    Gone,
+    /// `101`: this head is to be written, then the connection handed over.
+    Switch(bytes::Bytes),
+}
+
+/// Writes `response`, its body streamed behind its head. A body that fails before any
+/// byte was written becomes the gateway's `502`.
+async fn send_answer(
+    writer: &mut WriteHalf<BoxIo>,
+    head_buf: &mut BytesMut,
+    outbox: &mut Outbox,
+    response: Response<ResponseBody>,
+    exchange: response::Exchange,
+) -> Next {
+    let (parts, body) = response.into_parts();
+    let exact = body.size_hint().exact();
+    let (bytes, framing, keep_alive) = response::head(head_buf, &parts, exact, exchange);
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        return Next::Switch(bytes);
+    }
+    // A bodiless answer's body is held until the head is written, for its record.
+    let (body, held) = match framing {
+        Some(_) => (Some(body), None),
+        None => (None, Some(body)),
+    };
+    let framing = framing.unwrap_or(BodyFraming::Length(0));
+    let mut sender = BodySender::new(std::mem::take(outbox), bytes, body, framing);
+    let sent = poll_fn(|cx| sender.poll_send(writer, cx)).await;
+    let written = sender.has_written();
+    let target = match (&sent, written) {
+        (Err(SendFailure::Body(_)), false) => sender.body().and_then(|b| b.target().cloned()),
+        _ => None,
+    };
+    *outbox = sender.take_outbox();
+    drop(sender);
+    drop(held);
+    match sent {
+        Ok(()) if keep_alive => Next::KeepAlive,
+        Ok(()) => Next::Close,
+        Err(SendFailure::Body(e)) if !written => {
+            // Nothing of the answer left yet: the client still gets one.
+            let error = ProxyError::Upstream {
+                target: target.as_deref().unwrap_or("-").to_string(),
+                cause: e.to_string(),
+            };
+            tracing::warn!(code = error.code(), "{error}");
+            let id = parts
+                .headers
+                .get(crate::lifecycle::X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            *outbox = answer_problem(writer, head_buf, std::mem::take(outbox), &error, id).await;
+            Next::Close
+        }
+        Err(SendFailure::Body(e)) => {
+            tracing::debug!("response cut off: {e}");
+            if framing == BodyFraming::Close {
+                Next::Reset
+            } else {
+                Next::Close
+            }
+        }
+        Err(SendFailure::Io(e)) => {
+            tracing::debug!("client connection failed while answering: {e}");
+            Next::Gone
+        }
+    }
 }
 
 /// Writes the gateway's own answer for `error` (problem+json, and the connection closes
