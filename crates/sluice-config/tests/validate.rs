@@ -328,6 +328,7 @@ shutdown_grace = "30 sec"
 
 [server.limits]
 header_read_timeout = "fast"
+keepalive_timeout = "1 min"
 
 [[routes]]
 name = "a"
@@ -340,7 +341,8 @@ timeout = "30"
         [
             "test.toml:2:18: server.shutdown_grace: invalid duration `30 sec`: unknown unit `sec` (use ms, s, m or h)",
             "test.toml:5:23: server.limits.header_read_timeout: invalid duration `fast`: expected a number and a unit, like \"250ms\", \"30s\" or \"5m\"",
-            "test.toml:11:11: routes[0].timeout: invalid duration `30`: missing unit (ms, s, m or h)",
+            "test.toml:6:21: server.limits.keepalive_timeout: invalid duration `1 min`: unknown unit `min` (use ms, s, m or h)",
+            "test.toml:12:11: routes[0].timeout: invalid duration `30`: missing unit (ms, s, m or h)",
         ]
     );
 }
