@@ -132,7 +132,7 @@ impl ChunkedDecoder {
         // Lines end in CRLF only: a parser stopping at a bare LF would read a different
         // end of the section than the one found here.
         let end = super::head_end(buf);
-        if has_bare_lf(&buf[..end.map_or(buf.len(), |e| e + 4)]) {
+        if super::has_bare_lf(&buf[..end.map_or(buf.len(), |e| e + 4)]) {
             return Err(ChunkError::Trailers);
         }
         let Some(end) = end else {
@@ -183,11 +183,6 @@ fn line(buf: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
         None if buf.len() > max => Err(ChunkError::LineTooLong),
         None => Ok(None),
     }
-}
-
-/// Whether a line in `bytes` ends in a LF without its CR.
-pub fn has_bare_lf(bytes: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', bytes).any(|i| i == 0 || bytes[i - 1] != b'\r')
 }
 
 /// `chunk-size [ chunk-ext ]`: hex digits, then nothing or extensions starting with `;`.

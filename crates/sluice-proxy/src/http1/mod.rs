@@ -22,6 +22,11 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     FINDER.find(buf)
 }
 
+/// Whether a line in `bytes` ends in a LF without its CR.
+pub fn has_bare_lf(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|i| i == 0 || bytes[i - 1] != b'\r')
+}
+
 /// Which of the headers that shape a message's framing its head carries, noted while its
 /// fields are read, so that a head without them costs no lookup.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

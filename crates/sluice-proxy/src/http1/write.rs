@@ -282,16 +282,6 @@ impl Outbox {
     }
 }
 
-/// Appends `name: value\r\n` for every header.
-pub fn headers(buf: &mut BytesMut, headers: &HeaderMap) {
-    for (name, value) in headers {
-        buf.put_slice(name.as_str().as_bytes());
-        buf.put_slice(b": ");
-        buf.put_slice(value.as_bytes());
-        buf.put_slice(b"\r\n");
-    }
-}
-
 /// `METHOD target HTTP/1.1\r\n`.
 pub fn request_line(buf: &mut BytesMut, method: &Method, target: &str) {
     buf.put_slice(method.as_str().as_bytes());

@@ -104,7 +104,7 @@ impl UpstreamClient {
             Pool::Http2(client) => tokio::time::timeout_at(deadline, client.request(request))
                 .await
                 .map(|sent| {
-                    sent.map(|response| response.map(|b| UpstreamBody::Plain(Some(b))))
+                    sent.map(|response| response.map(UpstreamBody::Plain))
                         .map_err(|e| self.classify(&e))
                 }),
         };

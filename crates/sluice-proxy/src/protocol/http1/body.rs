@@ -40,34 +40,24 @@ impl Home {
         *self.back.lock().unwrap_or_else(PoisonError::into_inner) = Some((reader, complete));
     }
 
+    /// The read side if the body gave it back, and only when read to its end unless
+    /// `any`; otherwise it stays here.
+    fn take(&self, any: bool) -> Option<Reader> {
+        let mut back = self.back.lock().unwrap_or_else(PoisonError::into_inner);
+        if any || back.as_ref().is_some_and(|(_, complete)| *complete) {
+            return back.take().map(|(reader, _)| reader);
+        }
+        None
+    }
+
     /// The read side, when the body gave it back after reading to its end.
     pub fn take_complete(&self) -> Option<Reader> {
-        let back = self
-            .back
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        back.filter(|(_, complete)| *complete)
-            .map(|(reader, _)| reader)
+        self.take(false)
     }
 
-    /// The read side, whether or not the body was read to its end.
+    /// The read side, whether or not the body was read to its end (to close with).
     pub fn take_any(&self) -> Option<Reader> {
-        let back = self
-            .back
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        back.map(|(reader, _)| reader)
-    }
-
-    /// Whether the body was read to its end and gave the read side back.
-    pub fn is_complete(&self) -> bool {
-        self.back
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|(_, complete)| *complete)
+        self.take(true)
     }
 
     /// Completes when this request's body is first asked for.

@@ -154,7 +154,9 @@ pub async fn serve(
         };
         let Ok(response) = response;
 
-        let body_read = reader.is_some() || home.is_complete();
+        // The body read to its end (or none): the connection can carry the next request.
+        reader = reader.or_else(|| home.take_complete());
+        let body_read = reader.is_some();
         let exchange = response::Exchange {
             method_is_head,
             version,
@@ -174,7 +176,6 @@ pub async fn serve(
                 break;
             }
         }
-        reader = reader.or_else(|| home.take_complete());
         timer.set(settings.keepalive_timeout);
     }
     linger(reader.or_else(|| home.take_any()), writer).await;

@@ -2,9 +2,8 @@
 //! buffer's bytes, and the strict checks HARDENING.md asks of it: bare line feeds,
 //! framing headers, sizes.
 
-use crate::http1::chunked::has_bare_lf;
 use crate::http1::framing::{declared, Framing};
-use crate::http1::{head_end, ConnectionTokens, Seen};
+use crate::http1::{has_bare_lf, head_end, ConnectionTokens, Seen};
 use crate::rescue::ProxyError;
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, UPGRADE};

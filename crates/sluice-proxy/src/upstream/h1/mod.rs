@@ -119,16 +119,11 @@ impl H1Client {
         head: Head,
         method: &Method,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let reusable = head.keep_alive;
-        let mut response = Response::new(UpstreamBody::Plain(None));
-        *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade, with what was read past the head.
             let Conn { io, rbuf, .. } = *exchange.into_conn();
-            *response.headers_mut() = head.headers;
-            *response.body_mut() = UpstreamBody::Upgrade(Some(Prefixed::new(rbuf.to_vec(), io)));
-            return Ok(response);
+            let upgrade = UpstreamBody::Upgrade(Some(Prefixed::new(rbuf.to_vec(), io)));
+            return Ok(with_head(head, upgrade));
         }
         let bodiless = *method == Method::HEAD
             || head.status == StatusCode::NO_CONTENT
@@ -146,18 +141,26 @@ impl H1Client {
         } else {
             declared.unwrap_or(Framing::Close)
         };
-        *response.headers_mut() = head.headers;
-        *response.body_mut() = UpstreamBody::Pooled(H1Body {
+        let body = UpstreamBody::Pooled(H1Body {
             // A length and chunks both: read as chunked, and the connection not trusted
             // with another request.
-            reusable: reusable && !both && !faulty && framing != Framing::Close,
+            reusable: head.keep_alive && !both && !faulty && framing != Framing::Close,
             framing,
             exchange: Some(exchange),
             pool: Arc::clone(&self.pool),
             ended: false,
         });
-        Ok(response)
+        Ok(with_head(head, body))
     }
+}
+
+/// The response a target's head describes, with `body`.
+fn with_head(head: Head, body: UpstreamBody) -> Response<UpstreamBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    response
 }
 
 /// Puts an untouched request body back for the next try.
@@ -170,8 +173,8 @@ fn body_back(slot: &mut Option<RequestBody>, body: Option<RequestBody>) {
 pub enum UpstreamBody {
     /// HTTP/1.1, read from a pooled connection.
     Pooled(H1Body),
-    /// HTTP/2, as hyper's client gives it; `None`: no body.
-    Plain(Option<Incoming>),
+    /// HTTP/2, as hyper's client gives it.
+    Plain(Incoming),
     /// `101 Switching Protocols`: no body; the connection, for the upgrade.
     Upgrade(Option<Prefixed<UpstreamStream>>),
 }
@@ -319,26 +322,26 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Pooled(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::Plain(Some(body)) => Pin::new(body)
+            UpstreamBody::Plain(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(BoxError::from))),
-            UpstreamBody::Plain(None) | UpstreamBody::Upgrade(_) => Poll::Ready(None),
+            UpstreamBody::Upgrade(_) => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Pooled(body) => body.is_end_stream(),
-            UpstreamBody::Plain(Some(body)) => body.is_end_stream(),
-            UpstreamBody::Plain(None) | UpstreamBody::Upgrade(_) => true,
+            UpstreamBody::Plain(body) => body.is_end_stream(),
+            UpstreamBody::Upgrade(_) => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Pooled(body) => body.size_hint(),
-            UpstreamBody::Plain(Some(body)) => body.size_hint(),
-            UpstreamBody::Plain(None) | UpstreamBody::Upgrade(_) => SizeHint::with_exact(0),
+            UpstreamBody::Plain(body) => body.size_hint(),
+            UpstreamBody::Upgrade(_) => SizeHint::with_exact(0),
         }
     }
 }
