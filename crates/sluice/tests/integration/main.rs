@@ -14,6 +14,7 @@ mod errors;
 mod h2_hardening;
 mod hardening;
 mod http1;
+mod http1_targets;
 mod idp;
 mod jwt;
 mod lifecycle;
