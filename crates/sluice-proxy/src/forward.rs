@@ -84,7 +84,9 @@ pub async fn forward(
     loop {
         attempt += 1;
         let last_possible = kept.is_none() || policy.is_none_or(|p| attempt >= p.attempts);
-        let (index, mut pick) = pick(cluster, &out, origin, &tried)?;
+        // The first try starts now: the clock was just read.
+        let now = if attempt == 1 { start } else { Instant::now() };
+        let (index, mut pick) = pick(cluster, &out, origin, &tried, now)?;
         _waiting = None;
         if !last_possible {
             tried.push(index);
@@ -101,8 +103,6 @@ pub async fn forward(
             out.headers.clone()
         };
         let request = build(cluster, chosen, &out, headers, body)?;
-        // The first try starts now: the clock was just read.
-        let now = if attempt == 1 { start } else { Instant::now() };
         let left = deadline.saturating_duration_since(now);
         let result = chosen
             .client
@@ -158,7 +158,7 @@ pub async fn forward(
         drop(pick);
         _waiting = cluster.between_tries();
         _budget = Some(token);
-        tokio::time::sleep(wait).await;
+        Box::pin(tokio::time::sleep(wait)).await;
     }
 }
 
@@ -168,6 +168,7 @@ fn pick(
     out: &Outgoing,
     origin: &Origin<'_>,
     tried: &[usize],
+    now: Instant,
 ) -> Result<(usize, crate::cluster::Pick), ProxyError> {
     let query = out.path.query();
     let first = cluster.pick(
@@ -176,6 +177,7 @@ fn pick(
         origin.normal_path,
         origin.client_ip,
         tried,
+        now,
     );
     match first {
         Err(_) if !tried.is_empty() => cluster.pick(
@@ -184,6 +186,7 @@ fn pick(
             origin.normal_path,
             origin.client_ip,
             &[],
+            now,
         ),
         other => other,
     }

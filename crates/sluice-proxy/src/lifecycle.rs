@@ -246,9 +246,9 @@ async fn proxy(
             request_id,
             metrics,
         };
-        if let Some(answer) = pipeline
-            .request(&mut parts, &mut progress.state, &cx)
-            .await?
+        // Boxed, so routes without middleware do not carry its future's size.
+        if let Some(answer) =
+            Box::pin(pipeline.request(&mut parts, &mut progress.state, &cx)).await?
         {
             return Ok(answer);
         }
@@ -315,7 +315,10 @@ async fn proxy(
     );
     // A route that retries keeps a small body in memory so it can be sent again.
     let payload = match &route.retries {
-        Some(retries) => match body.keep(retries.buffer).await.map_err(body_error)? {
+        Some(retries) => match Box::pin(body.keep(retries.buffer))
+            .await
+            .map_err(body_error)?
+        {
             Kept::Whole { data, trailers } => Payload::Kept { data, trailers },
             Kept::TooLarge(body) => Payload::Stream(body),
         },

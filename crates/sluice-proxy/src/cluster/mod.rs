@@ -313,8 +313,11 @@ impl Cluster {
             cluster: self.name.to_string(),
         };
         let waiting = Counted::take(&slots.pending, slots.max_pending).ok_or_else(overloaded)?;
-        let acquired =
-            tokio::time::timeout(wait, Arc::clone(&slots.semaphore).acquire_owned()).await;
+        let acquired = Box::pin(tokio::time::timeout(
+            wait,
+            Arc::clone(&slots.semaphore).acquire_owned(),
+        ))
+        .await;
         drop(waiting);
         match acquired {
             Ok(Ok(permit)) => Ok(Some(permit)),
@@ -323,7 +326,8 @@ impl Cluster {
     }
 
     /// Picks the target for a request from `client_ip`; `path` is its normalised path.
-    /// Targets in `tried` (indexes) are skipped, so a retry goes elsewhere.
+    /// Targets in `tried` (indexes) are skipped, so a retry goes elsewhere. `now` is the
+    /// try's start, read once for the whole try.
     pub fn pick(
         &self,
         headers: &HeaderMap,
@@ -331,8 +335,8 @@ impl Cluster {
         path: &str,
         client_ip: Option<IpAddr>,
         tried: &[usize],
+        now: Instant,
     ) -> Result<(usize, Pick), ProxyError> {
-        let now = Instant::now();
         // Panic mode: when too few targets are healthy, health is ignored.
         let panic = self.panic_threshold > 0 && {
             let healthy = self.targets.iter().filter(|t| t.is_healthy(now)).count();
@@ -486,7 +490,14 @@ mod tests {
             .into_parts();
         let path = crate::router::path::normalize(parts.uri.path()).expect("a valid path");
         cluster
-            .pick(&parts.headers, parts.uri.query(), &path, None, &[])
+            .pick(
+                &parts.headers,
+                parts.uri.query(),
+                &path,
+                None,
+                &[],
+                tokio::time::Instant::now(),
+            )
             .expect("a target")
             .0
     }

@@ -86,7 +86,7 @@ impl UpstreamClient {
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let deadline = from + timeout;
         let sent = match &self.pool {
-            Pool::Http1(client) => tokio::time::timeout_at(deadline, client.send(request))
+            Pool::Http1(client) => tokio::time::timeout_at(deadline, client.send(request, from))
                 .await
                 .map(|sent| {
                     sent.map_err(|e| match e {
@@ -101,12 +101,14 @@ impl UpstreamClient {
                         },
                     })
                 }),
-            Pool::Http2(client) => tokio::time::timeout_at(deadline, client.request(request))
-                .await
-                .map(|sent| {
-                    sent.map(|response| response.map(UpstreamBody::Plain))
-                        .map_err(|e| self.classify(&e))
-                }),
+            Pool::Http2(client) => {
+                Box::pin(tokio::time::timeout_at(deadline, client.request(request)))
+                    .await
+                    .map(|sent| {
+                        sent.map(|response| response.map(UpstreamBody::Plain))
+                            .map_err(|e| self.classify(&e))
+                    })
+            }
         };
         sent.unwrap_or_else(|_| {
             Err(ProxyError::UpstreamTimeout {

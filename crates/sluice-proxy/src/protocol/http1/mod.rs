@@ -145,12 +145,12 @@ pub async fn serve(
         let (request, unread, upgrade) = into_request(head, rd, &home);
         reader = unread;
 
-        let handler = handle(&gateway, &conn, request);
+        // Awaited where it is made: a future held in a local is copied once more.
         let response = if expect_continue {
             home.expect_continue();
-            with_continue(handler, &home, &mut writer).await
+            with_continue(handle(&gateway, &conn, request), &home, &mut writer).await
         } else {
-            handler.await
+            handle(&gateway, &conn, request).await
         };
         let Ok(response) = response;
 

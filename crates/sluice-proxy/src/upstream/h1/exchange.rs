@@ -43,15 +43,18 @@ pub struct Conn {
     pub wbuf: BytesMut,
     /// What a request sends is queued here.
     outbox: Outbox,
+    /// When the last request on this connection started: its idle time counts from here.
+    pub used: tokio::time::Instant,
 }
 
 impl Conn {
-    pub fn new(io: UpstreamStream) -> Box<Self> {
+    pub fn new(io: UpstreamStream, used: tokio::time::Instant) -> Box<Self> {
         Box::new(Conn {
             io,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(512),
             outbox: Outbox::default(),
+            used,
         })
     }
 

@@ -25,6 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,9 +62,11 @@ impl H1Client {
     /// Sends `request` on an idle connection, or a new one, and waits for the response
     /// head. When a pooled connection turns out closed before anything came back, an
     /// idempotent request whose body was not taken yet goes once more on a new one.
+    /// `now` is when the request started, as the caller read it.
     pub async fn send(
         &self,
         request: Request<RequestBody>,
+        now: Instant,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -75,12 +78,22 @@ impl H1Client {
             let pooled = if retried {
                 None
             } else {
-                poll_fn(|cx| Poll::Ready(self.pool.checkout(cx))).await
+                poll_fn(|cx| Poll::Ready(self.pool.checkout(cx, now))).await
             };
             let fresh = pooled.is_none();
             let mut conn = match pooled {
-                Some(conn) => conn,
-                None => Conn::new(self.connector.connect().await.map_err(SendError::Connect)?),
+                Some(mut conn) => {
+                    conn.used = now;
+                    conn
+                }
+                // Boxed: connecting (TLS included) is rare next to reusing, and its
+                // future would otherwise widen every request's.
+                None => Conn::new(
+                    Box::pin(self.connector.connect())
+                        .await
+                        .map_err(SendError::Connect)?,
+                    now,
+                ),
             };
             let payload = body
                 .take()

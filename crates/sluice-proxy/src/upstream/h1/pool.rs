@@ -4,11 +4,12 @@
 use super::exchange::Conn;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Context;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The idle connections, most recently used last.
 struct Idle {
-    conns: Vec<(Box<Conn>, Instant)>,
+    conns: Vec<Box<Conn>>,
     /// A task closes the connections idle for longer than the timeout.
     reaping: bool,
 }
@@ -35,11 +36,15 @@ impl Pool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The most recently used idle connection that is still open.
-    pub fn checkout(&self, cx: &mut Context<'_>) -> Option<Box<Conn>> {
+    /// The most recently used idle connection that is still open, for a request that
+    /// starts at `now`. A connection's idle time counts from the start of the last
+    /// request it carried, so it never looks younger than it is.
+    pub fn checkout(&self, cx: &mut Context<'_>, now: Instant) -> Option<Box<Conn>> {
         loop {
-            let (mut conn, since) = self.lock().conns.pop()?;
-            if since.elapsed() < self.idle_timeout && conn.is_idle_and_open(cx) {
+            let mut conn = self.lock().conns.pop()?;
+            if now.saturating_duration_since(conn.used) < self.idle_timeout
+                && conn.is_idle_and_open(cx)
+            {
                 return Some(conn);
             }
         }
@@ -56,7 +61,7 @@ impl Pool {
             if idle.conns.len() >= self.max_idle || self.idle_timeout.is_zero() {
                 return;
             }
-            idle.conns.push((conn, Instant::now()));
+            idle.conns.push(conn);
             !std::mem::replace(&mut idle.reaping, true)
         };
         if start_reaper {
@@ -77,7 +82,7 @@ async fn reap(pool: Weak<Pool>, timeout: Duration) {
             let keep = idle
                 .conns
                 .iter()
-                .position(|(_, since)| now.duration_since(*since) < timeout)
+                .position(|conn| now.saturating_duration_since(conn.used) < timeout)
                 .unwrap_or(idle.conns.len());
             let expired: Vec<_> = idle.conns.drain(..keep).collect();
             idle.reaping = !idle.conns.is_empty();
