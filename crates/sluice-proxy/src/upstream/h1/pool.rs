@@ -9,6 +9,10 @@ use tokio::time::Instant;
 
 /// The idle connections, most recently used last.
 struct Idle {
+    #[expect(
+        clippy::vec_box,
+        reason = "a connection stays in one box for its life: taken and put back without moving"
+    )]
     conns: Vec<Box<Conn>>,
     /// A task closes the connections idle for longer than the timeout.
     reaping: bool,
