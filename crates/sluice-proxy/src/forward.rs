@@ -7,6 +7,7 @@ use crate::cluster::{Cluster, InFlight, Outcome, TargetState};
 use crate::counted::Counted;
 use crate::metrics::{Metrics, RouteLabels};
 use crate::rescue::ProxyError;
+use crate::upstream::headers::{Added, Forwarding};
 use crate::upstream::RequestBody;
 use crate::upstream::UpstreamBody;
 use bytes::Bytes;
@@ -27,6 +28,8 @@ pub struct Outgoing {
     pub path: PathAndQuery,
     /// The host the client asked for, with its port.
     pub original_host: Option<HeaderValue>,
+    /// The forwarding headers the gateway sets.
+    pub forwarding: Forwarding,
 }
 
 /// What is sent as the body.
@@ -102,11 +105,15 @@ pub async fn forward(
         } else {
             out.headers.clone()
         };
-        let request = build(cluster, chosen, &out, headers, body)?;
+        let (request, host) = build(cluster, chosen, &out, headers, body)?;
+        let added = Added {
+            host: &host,
+            forwarding: &out.forwarding,
+        };
         let left = deadline.saturating_duration_since(now);
         let result = chosen
             .client
-            .send(request, now, route.try_timeout.min(left))
+            .send(request, Some(added), now, route.try_timeout.min(left))
             .await
             .map_err(|e| match e {
                 // Over the route's timeout rather than the try's: say the route's.
@@ -173,6 +180,7 @@ fn pick(
     let query = out.path.query();
     let first = cluster.pick(
         &out.headers,
+        Some(&out.forwarding),
         query,
         origin.normal_path,
         origin.client_ip,
@@ -182,6 +190,7 @@ fn pick(
     match first {
         Err(_) if !tried.is_empty() => cluster.pick(
             &out.headers,
+            Some(&out.forwarding),
             query,
             origin.normal_path,
             origin.client_ip,
@@ -241,14 +250,15 @@ fn backoff(policy: &Retries, retry: u32) -> Duration {
     ceiling.mul_f64(fastrand::f64())
 }
 
-/// The request for `target`: its URI, and `Host` as the cluster wants it.
+/// The request for `target`: its URI, and `Host` as the cluster wants it (sent as the
+/// HTTP/2 authority, or returned for the HTTP/1.1 head).
 fn build(
     cluster: &Cluster,
     target: &TargetState,
     out: &Outgoing,
     mut headers: HeaderMap,
     body: RequestBody,
-) -> Result<Request<RequestBody>, ProxyError> {
+) -> Result<(Request<RequestBody>, HeaderValue), ProxyError> {
     let host = match out.original_host.clone().filter(|_| cluster.preserve_host) {
         Some(h) => h,
         None => target.host_header.clone(),
@@ -265,7 +275,6 @@ fn build(
             .map_err(|e| ProxyError::Internal(format!("cannot build the upstream URI: {e}")))?
     } else {
         // HTTP/1.1 sends the path and query only; the target is the pool's.
-        headers.insert(HOST, host);
         Uri::from(out.path.clone())
     };
     let mut request = Request::new(body);
@@ -277,7 +286,7 @@ fn build(
         Version::HTTP_11
     };
     *request.headers_mut() = headers;
-    Ok(request)
+    Ok((request, host))
 }
 
 #[cfg(test)]

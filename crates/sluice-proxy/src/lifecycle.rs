@@ -12,7 +12,7 @@ use crate::protocol::http1::ClientUpgrade;
 use crate::protocol::DownstreamBody;
 use crate::rescue::{rescue, ProxyError};
 use crate::router::{host_without_port, path, RouteMatch};
-use crate::upstream::headers::{ip_header, set_forwarded, set_upgrade, strip_hop_by_hop};
+use crate::upstream::headers::{ip_header, set_upgrade, strip_hop_by_hop, Forwarding};
 use crate::upstream::{Kept, RequestBody};
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::request::Parts;
@@ -296,13 +296,13 @@ async fn proxy(
     let original_host = original_host(&parts);
     let upgrade = strip_hop_by_hop(&mut parts.headers)
         .filter(|_| client_upgrade.is_some() && parts.version == Version::HTTP_11);
-    set_forwarded(
-        &mut parts.headers,
+    let forwarding = Forwarding::new(
+        &parts.headers,
         conn.peer_ip.as_ref(),
         conn.proto,
-        original_host.as_ref(),
+        original_host.clone(),
+        request_id.clone(),
     );
-    parts.headers.insert(X_REQUEST_ID, request_id.clone());
     if let Some(u) = &upgrade {
         set_upgrade(&mut parts.headers, u.clone());
     }
@@ -329,6 +329,7 @@ async fn proxy(
         headers: parts.headers,
         path: upstream_path,
         original_host,
+        forwarding,
     };
     let origin = Origin {
         normal_path: &normal_path,

@@ -137,7 +137,7 @@ async fn probe(target: &TargetState, check: &HealthCheck) -> Result<(), String> 
             }
             let response = target
                 .client
-                .send(request, tokio::time::Instant::now(), check.timeout)
+                .send(request, None, tokio::time::Instant::now(), check.timeout)
                 .await
                 .map_err(|e| e.to_string())?;
             let status = response.status().as_u16();

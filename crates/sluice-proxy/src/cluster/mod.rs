@@ -10,6 +10,7 @@ pub(crate) mod sticky;
 
 use crate::counted::Counted;
 use crate::rescue::ProxyError;
+use crate::upstream::headers::Forwarding;
 use crate::upstream::UpstreamClient;
 use balance::{Balancer, HashRing, PickInput, SmoothWeighted};
 use breaker::{Admission, CircuitBreaker, CircuitState, Transition};
@@ -326,11 +327,17 @@ impl Cluster {
     }
 
     /// Picks the target for a request from `client_ip`; `path` is its normalised path.
-    /// Targets in `tried` (indexes) are skipped, so a retry goes elsewhere. `now` is the
-    /// try's start, read once for the whole try.
+    /// A `header:` hash key reads the value the target gets: the gateway's `forwarding`
+    /// headers before the client's. Targets in `tried` (indexes) are skipped, so a retry
+    /// goes elsewhere. `now` is the try's start, read once for the whole try.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one per thing a balancer may hash on"
+    )]
     pub fn pick(
         &self,
         headers: &HeaderMap,
+        forwarding: Option<&Forwarding>,
         query: Option<&str>,
         path: &str,
         client_ip: Option<IpAddr>,
@@ -363,7 +370,10 @@ impl Cluster {
         let ip_text;
         let key: Option<&[u8]> = match &self.hash_key {
             None => None,
-            Some(HashKey::Header(name)) => headers.get(name).map(|v| v.as_bytes()),
+            Some(HashKey::Header(name)) => forwarding
+                .and_then(|f| f.get(name))
+                .unwrap_or_else(|| headers.get(name))
+                .map(HeaderValue::as_bytes),
             Some(HashKey::Cookie(name)) => sticky::cookie(headers, name).map(str::as_bytes),
             Some(HashKey::Query(name)) => query_param(query, name).map(str::as_bytes),
             Some(HashKey::Path) => Some(path.as_bytes()),
@@ -475,7 +485,8 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{query_param, Cluster, Counted, InFlight};
+    use super::{query_param, Cluster, Counted, Forwarding, InFlight};
+    use http::{HeaderMap, HeaderValue};
 
     fn hash_cluster(key: &str) -> Cluster {
         let src = format!("[clusters.c]\ntargets = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\", \"http://127.0.0.1:3\"]\nbalance = \"hash\"\nhash_key = \"{key}\"\n");
@@ -492,6 +503,7 @@ mod tests {
         cluster
             .pick(
                 &parts.headers,
+                None,
                 parts.uri.query(),
                 &path,
                 None,
@@ -510,6 +522,30 @@ mod tests {
             assert_eq!(pick(&cluster, &format!("/x/../items/./{k}?q=1")), plain);
             assert_eq!(pick(&cluster, &format!("//items//{k}")), plain);
         }
+    }
+
+    #[test]
+    fn header_hash_reads_the_value_the_target_gets() {
+        let cluster = hash_cluster("header:x-request-id");
+        let index = |headers: &HeaderMap, forwarding: Option<&Forwarding>| {
+            let now = tokio::time::Instant::now();
+            let picked = cluster.pick(headers, forwarding, None, "/", None, &[], now);
+            picked.expect("a target").0
+        };
+        let mut targets = std::collections::HashSet::new();
+        for k in 0..50 {
+            let id = HeaderValue::try_from(format!("id-{k}")).expect("a header value");
+            let mut sent = HeaderMap::new();
+            sent.insert("x-request-id", id.clone());
+            // The client's own id is replaced by the gateway's: the gateway's counts.
+            let mut spoofed = HeaderMap::new();
+            spoofed.insert("x-request-id", HeaderValue::from_static("spoofed"));
+            let forwarding = Forwarding::new(&spoofed, None, "http", None, id);
+            let chosen = index(&sent, None);
+            assert_eq!(index(&spoofed, Some(&forwarding)), chosen);
+            targets.insert(chosen);
+        }
+        assert!(targets.len() > 1, "50 ids all hashed to one target");
     }
 
     #[test]

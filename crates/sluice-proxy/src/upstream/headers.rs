@@ -92,35 +92,112 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Appends the client (its address as header text) to `X-Forwarded-For`; sets
-/// `X-Forwarded-Proto` and `-Host`.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: Option<&HeaderValue>,
-    proto: &'static str,
-    host: Option<&HeaderValue>,
-) {
-    if let Some(ip) = client {
-        let mut previous = headers.get_all(&X_FORWARDED_FOR).iter();
-        let value = match (previous.next(), previous.next()) {
-            (None, _) => Some(ip.clone()),
-            (Some(first), None) => joined(&[first, ip]),
-            (Some(first), Some(second)) => {
-                let mut all = vec![first, second];
-                all.extend(previous);
-                all.push(ip);
-                joined(&all)
+/// The forwarding headers the gateway sets on a request to a target. They stand beside
+/// the client's header map rather than in it: the client's headers of the same names
+/// stay in the map but are not sent, and an HTTP/1.1 head gets these written straight
+/// in (no map insertions on the way).
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// `X-Forwarded-For`: the client's list with its peer appended. `None` (no peer
+    /// address, as on a Unix socket): the client's header goes as it came.
+    pub forwarded_for: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`.
+    pub proto: HeaderValue,
+    /// `X-Forwarded-Host`: the host the client asked for. `None`: the client's is dropped.
+    pub host: Option<HeaderValue>,
+    /// `X-Request-Id`.
+    pub request_id: HeaderValue,
+}
+
+impl Forwarding {
+    /// `client` is the peer's address as header text; `headers`, the client's.
+    pub fn new(
+        headers: &HeaderMap,
+        client: Option<&HeaderValue>,
+        proto: &'static str,
+        host: Option<HeaderValue>,
+        request_id: HeaderValue,
+    ) -> Self {
+        let forwarded_for = client.and_then(|ip| {
+            let mut previous = headers.get_all(&X_FORWARDED_FOR).iter();
+            match (previous.next(), previous.next()) {
+                (None, _) => Some(ip.clone()),
+                (Some(first), None) => joined(&[first, ip]),
+                (Some(first), Some(second)) => {
+                    let mut all = vec![first, second];
+                    all.extend(previous);
+                    all.push(ip);
+                    joined(&all)
+                }
             }
-        };
-        if let Some(v) = value {
-            headers.insert(X_FORWARDED_FOR, v);
+        });
+        Forwarding {
+            forwarded_for,
+            proto: HeaderValue::from_static(proto),
+            host,
+            request_id,
         }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    match host {
-        Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+
+    /// What the target gets under `name` when the gateway owns that header: `Some(None)`
+    /// for one it drops; `None` for a header left to the client.
+    pub fn get(&self, name: &HeaderName) -> Option<Option<&HeaderValue>> {
+        if *name == X_FORWARDED_FOR {
+            self.forwarded_for.as_ref().map(Some)
+        } else if *name == X_FORWARDED_PROTO {
+            Some(Some(&self.proto))
+        } else if *name == X_FORWARDED_HOST {
+            Some(self.host.as_ref())
+        } else if *name == crate::lifecycle::X_REQUEST_ID {
+            Some(Some(&self.request_id))
+        } else {
+            None
+        }
+    }
+
+    /// Whether the client's header `name` gives way to the gateway's.
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets them in `headers`, for a target whose head is written from the map.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if let Some(v) = &self.forwarded_for {
+            headers.insert(X_FORWARDED_FOR, v.clone());
+        }
+        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+        match &self.host {
+            Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+        headers.insert(crate::lifecycle::X_REQUEST_ID, self.request_id.clone());
+    }
+
+    /// Writes them as HTTP/1.1 header lines.
+    pub fn write(&self, buf: &mut bytes::BytesMut) {
+        let mut line = |name: &HeaderName, value: &HeaderValue| {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        };
+        if let Some(v) = &self.forwarded_for {
+            line(&X_FORWARDED_FOR, v);
+        }
+        line(&X_FORWARDED_PROTO, &self.proto);
+        if let Some(h) = &self.host {
+            line(&X_FORWARDED_HOST, h);
+        }
+        line(&crate::lifecycle::X_REQUEST_ID, &self.request_id);
+    }
+}
+
+/// What the gateway adds to a request for one target: `Host`, and the forwarding
+/// headers. Health checks send none of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Added<'a> {
+    pub host: &'a HeaderValue,
+    pub forwarding: &'a Forwarding,
 }
 
 /// `a, b, c`.
@@ -201,12 +278,14 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        set_forwarded(
-            &mut h,
+        let forwarding = Forwarding::new(
+            &h,
             Some(&ip_header([127, 0, 0, 1].into())),
             "http",
-            Some(&HeaderValue::from_static("a.com")),
+            Some(HeaderValue::from_static("a.com")),
+            HeaderValue::from_static("id-1"),
         );
+        forwarding.apply(&mut h);
         assert_eq!(
             h.get("x-forwarded-for").map(|v| v.as_bytes()),
             Some(&b"10.0.0.1, 127.0.0.1"[..])
@@ -219,5 +298,55 @@ mod tests {
             h.get("x-forwarded-host").map(|v| v.as_bytes()),
             Some(&b"a.com"[..])
         );
+    }
+
+    #[test]
+    fn forwarding_lines_replace_the_clients() {
+        let h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-host", "spoofed"),
+            ("x-request-id", "theirs"),
+        ]);
+        let forwarding = Forwarding::new(
+            &h,
+            Some(&ip_header([127, 0, 0, 1].into())),
+            "https",
+            None,
+            HeaderValue::from_static("ours"),
+        );
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-request-id",
+            "x-forwarded-proto",
+        ] {
+            assert!(
+                forwarding.replaces(&HeaderName::from_static(name)),
+                "{name}"
+            );
+        }
+        assert!(!forwarding.replaces(&header::HOST));
+        assert_eq!(
+            forwarding.get(&HeaderName::from_static("x-forwarded-host")),
+            Some(None)
+        );
+        let mut buf = bytes::BytesMut::new();
+        forwarding.write(&mut buf);
+        assert_eq!(
+            &buf[..],
+            &b"x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1\r\nx-forwarded-proto: https\r\nx-request-id: ours\r\n"[..]
+        );
+    }
+
+    #[test]
+    fn without_a_peer_the_clients_forwarded_for_goes_as_it_came() {
+        let h = map(&[("x-forwarded-for", "10.0.0.1")]);
+        let forwarding = Forwarding::new(&h, None, "http", None, HeaderValue::from_static("id"));
+        let name = HeaderName::from_static("x-forwarded-for");
+        assert!(!forwarding.replaces(&name));
+        let mut applied = h.clone();
+        forwarding.apply(&mut applied);
+        assert_eq!(applied.get(&name), h.get(&name));
     }
 }

@@ -76,32 +76,40 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `request` and waits for the response head, at most `timeout` counted from
-    /// `from` (a time the caller has read already: the clock is not read again).
+    /// Sends `request`, with what the gateway adds to it, and waits for the response
+    /// head, at most `timeout` counted from `from` (a time the caller has read already:
+    /// the clock is not read again).
     pub async fn send(
         &self,
-        request: http::Request<RequestBody>,
+        mut request: http::Request<RequestBody>,
+        added: Option<headers::Added<'_>>,
         from: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let deadline = from + timeout;
         let sent = match &self.pool {
-            Pool::Http1(client) => tokio::time::timeout_at(deadline, client.send(request, from))
-                .await
-                .map(|sent| {
-                    sent.map_err(|e| match e {
-                        SendError::Connect(e) => self.connect_error(&e),
-                        SendError::Exchange(ExchangeError::Body(body)) => {
-                            client_body_error(body.as_ref())
-                                .unwrap_or_else(|| ProxyError::DownstreamBody(body.to_string()))
-                        }
-                        SendError::Exchange(e) => ProxyError::Upstream {
-                            target: self.target.clone(),
-                            cause: e.to_string(),
-                        },
+            Pool::Http1(client) => {
+                tokio::time::timeout_at(deadline, client.send(request, added, from))
+                    .await
+                    .map(|sent| {
+                        sent.map_err(|e| match e {
+                            SendError::Connect(e) => self.connect_error(&e),
+                            SendError::Exchange(ExchangeError::Body(body)) => {
+                                client_body_error(body.as_ref())
+                                    .unwrap_or_else(|| ProxyError::DownstreamBody(body.to_string()))
+                            }
+                            SendError::Exchange(e) => ProxyError::Upstream {
+                                target: self.target.clone(),
+                                cause: e.to_string(),
+                            },
+                        })
                     })
-                }),
+            }
             Pool::Http2(client) => {
+                // hyper writes HTTP/2 heads from the map; `Host` is the URI's authority.
+                if let Some(added) = added {
+                    added.forwarding.apply(request.headers_mut());
+                }
                 Box::pin(tokio::time::timeout_at(deadline, client.request(request)))
                     .await
                     .map(|sent| {

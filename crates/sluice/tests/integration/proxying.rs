@@ -285,6 +285,16 @@ async fn forwarding_headers_request_id_and_host() {
     assert_eq!(got.header("x-forwarded-host"), Some("shop.example.com"));
     assert_eq!(got.header("host"), Some("shop.example.com"));
     assert_eq!(got.header("x-request-id"), Some("req-from-client-42"));
+    // The gateway's values replace the client's: each arrives once.
+    for name in [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    ] {
+        assert_eq!(got.headers.get(name).map(Vec::len), Some(1), "{name}");
+    }
     assert_eq!(
         headers.get("x-request-id").map(|v| v.as_bytes()),
         Some(&b"req-from-client-42"[..])
@@ -310,6 +320,7 @@ async fn forwarding_headers_request_id_and_host() {
     let (_, _, body) = send(request, false).await.expect("send");
     let seen = seen(&body);
     assert_eq!(seen.header("host"), Some(origin.addr.to_string().as_str()));
+    assert_eq!(seen.headers.get("host").map(Vec::len), Some(1));
     assert_eq!(seen.header("x-forwarded-host"), Some("shop.example.com"));
 }
 

@@ -3,11 +3,12 @@
 //! parsed from the connection's read buffer.
 
 use super::super::connector::UpstreamStream;
+use super::super::headers::Added;
 use super::super::RequestBody;
 use crate::http1::write::{self, BodyFraming, BodySender, Outbox, SendFailure};
 use crate::http1::{head_end, poll_read, ConnectionTokens, Seen, READ_CHUNK};
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use http_body::Body;
 use std::io;
@@ -97,10 +98,20 @@ pub fn request_head(
     target: &str,
     headers: &HeaderMap,
     body: &RequestBody,
+    added: Option<Added<'_>>,
 ) -> (Bytes, BodyFraming) {
     write::request_line(buf, method, target);
+    if let Some(added) = added {
+        buf.extend_from_slice(b"host: ");
+        buf.extend_from_slice(added.host.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        // The gateway's own headers are written below, in place of the client's.
+        if added.is_some_and(|a| name == HOST || a.forwarding.replaces(name)) {
             continue;
         }
         buf.extend_from_slice(name.as_str().as_bytes());
@@ -124,6 +135,9 @@ pub fn request_head(
         buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
         BodyFraming::Chunked
     };
+    if let Some(added) = added {
+        added.forwarding.write(buf);
+    }
     buf.extend_from_slice(b"\r\n");
     (buf.split().freeze(), framing)
 }

@@ -7,6 +7,7 @@ mod exchange;
 mod pool;
 
 use super::connector::{ConnectError, TargetConnector, UpstreamStream};
+use super::headers::Added;
 use super::RequestBody;
 use crate::http1::chunked::Decoded;
 use crate::http1::framing::{declared, Framing};
@@ -66,6 +67,7 @@ impl H1Client {
     pub async fn send(
         &self,
         request: Request<RequestBody>,
+        added: Option<Added<'_>>,
         now: Instant,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
@@ -106,6 +108,7 @@ impl H1Client {
                         target,
                         &parts.headers,
                         &payload,
+                        added,
                     )
                 })
                 .clone();
