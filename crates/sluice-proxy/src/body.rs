@@ -5,7 +5,7 @@
 use crate::metrics::{Metrics, RouteSeries};
 use crate::upstream::UpstreamBody;
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +21,9 @@ pub struct ResponseBody {
     /// Released when the body ends: the request's count at its target and its slot in
     /// the cluster.
     held: Option<Held>,
+    /// `X-Request-Id` for the client, carried beside the headers: the HTTP/1.1 writer puts
+    /// it straight into the head, HTTP/2 into the header map.
+    request_id: Option<HeaderValue>,
 }
 
 /// What a proxied request holds until its response has been sent.
@@ -79,6 +82,7 @@ impl ResponseBody {
             inner: Inner::Upstream(body, idle),
             record: None,
             held: None,
+            request_id: None,
         }
     }
 
@@ -89,10 +93,21 @@ impl ResponseBody {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
             record: None,
             held: None,
+            request_id: None,
         }
     }
 
     /// Attaches the record finished when the body ends or is dropped.
+    /// The `X-Request-Id` the client gets, in place of any in the headers.
+    pub fn set_request_id(&mut self, id: HeaderValue) {
+        self.request_id = Some(id);
+    }
+
+    /// Takes the `X-Request-Id` for the client's response head.
+    pub fn take_request_id(&mut self) -> Option<HeaderValue> {
+        self.request_id.take()
+    }
+
     pub fn set_record(&mut self, record: RequestRecord) {
         self.record = Some(record);
     }

@@ -11,7 +11,7 @@ use crate::middleware::{self, cors, Context, RequestState};
 use crate::protocol::http1::ClientUpgrade;
 use crate::protocol::DownstreamBody;
 use crate::rescue::{rescue, ProxyError};
-use crate::router::{host_without_port, path, RouteMatch};
+use crate::router::{host_without_port, path, Params, RouteMatch};
 use crate::upstream::headers::{ip_header, set_upgrade, strip_hop_by_hop, Forwarding};
 use crate::upstream::{Kept, RequestBody};
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST, SET_COOKIE, TRANSFER_ENCODING};
@@ -137,7 +137,7 @@ pub async fn handle(
     } else {
         HeaderValue::from_static("")
     };
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    response.body_mut().set_request_id(request_id);
     let route = progress
         .route
         .map(|r| Arc::clone(&snapshot.route_series[r]))
@@ -461,10 +461,10 @@ fn upstream_path(
     uri: &Uri,
     normal: &str,
     unchanged: bool,
-    params: &[(&str, &str)],
+    params: &Params<'_>,
 ) -> Result<PathAndQuery, ProxyError> {
     let rewritten: Cow<'_, str> = if let Some(template) = &route.rewrite {
-        Cow::Owned(expand_rewrite(template, params))
+        Cow::Owned(expand_rewrite(template, &params.to_vec()))
     } else if let Some(rest) = route
         .strip_prefix
         .as_deref()

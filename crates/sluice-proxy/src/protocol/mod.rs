@@ -8,7 +8,7 @@ mod woken;
 
 use crate::cluster::InFlight;
 use crate::gateway::Gateway;
-use crate::lifecycle::{handle, ConnInfo};
+use crate::lifecycle::{handle, ConnInfo, X_REQUEST_ID};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -146,7 +146,13 @@ async fn serve_http2<S>(
         arrived.notify_one();
         let gateway = Arc::clone(&gateway);
         let conn = Arc::clone(&conn);
-        async move { handle(&gateway, &conn, request.map(DownstreamBody::H2)).await }
+        async move {
+            let Ok(mut response) = handle(&gateway, &conn, request.map(DownstreamBody::H2)).await;
+            if let Some(id) = response.body_mut().take_request_id() {
+                response.headers_mut().insert(X_REQUEST_ID, id);
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let connection = http.http2.serve_connection(TokioIo::new(io), service);
     let result = drive(connection, shutdown, &first_request, |c| {

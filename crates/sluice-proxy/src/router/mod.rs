@@ -22,13 +22,24 @@ pub struct Router {
     any: PathTable,
 }
 
+/// A match's path parameters, read only when asked for (by a rewrite).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Params<'r>(matchit::Params<'r, 'r>);
+
+impl<'r> Params<'r> {
+    /// The parameters by name, in template order (a prefix's own catch-all left out).
+    pub fn to_vec(&self) -> Vec<(&'r str, &'r str)> {
+        self.0.iter().filter(|(k, _)| *k != PREFIX_REST).collect()
+    }
+}
+
 /// What a lookup found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteMatch<'r> {
     /// The route at this index of the configuration, with the path parameters.
     Found {
         route: usize,
-        params: Vec<(&'r str, &'r str)>,
+        params: Params<'r>,
     },
     /// The path matched but not the method; the methods that would.
     MethodNotAllowed {
@@ -198,11 +209,7 @@ impl PathTable {
         match hit {
             Some((_, route)) => RouteMatch::Found {
                 route: *route,
-                params: found
-                    .params
-                    .iter()
-                    .filter(|(k, _)| *k != PREFIX_REST)
-                    .collect(),
+                params: Params(found.params),
             },
             None => {
                 let mut allow: Vec<&str> = candidates

@@ -175,20 +175,19 @@ impl Forwarding {
 
     /// Writes them as HTTP/1.1 header lines.
     pub fn write(&self, buf: &mut bytes::BytesMut) {
-        let mut line = |name: &HeaderName, value: &HeaderValue| {
-            buf.extend_from_slice(name.as_str().as_bytes());
-            buf.extend_from_slice(b": ");
+        let mut line = |name_colon: &[u8], value: &HeaderValue| {
+            buf.extend_from_slice(name_colon);
             buf.extend_from_slice(value.as_bytes());
             buf.extend_from_slice(b"\r\n");
         };
         if let Some(v) = &self.forwarded_for {
-            line(&X_FORWARDED_FOR, v);
+            line(b"x-forwarded-for: ", v);
         }
-        line(&X_FORWARDED_PROTO, &self.proto);
+        line(b"x-forwarded-proto: ", &self.proto);
         if let Some(h) = &self.host {
-            line(&X_FORWARDED_HOST, h);
+            line(b"x-forwarded-host: ", h);
         }
-        line(&crate::lifecycle::X_REQUEST_ID, &self.request_id);
+        line(b"x-request-id: ", &self.request_id);
     }
 }
 

@@ -238,9 +238,11 @@ async fn send_answer(
     response: Response<ResponseBody>,
     exchange: response::Exchange,
 ) -> Next {
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
     let exact = body.size_hint().exact();
-    let (bytes, framing, keep_alive) = response::head(head_buf, &parts, exact, exchange);
+    let request_id = body.take_request_id();
+    let (bytes, framing, keep_alive) =
+        response::head(head_buf, &parts, request_id.as_ref(), exact, exchange);
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         return Next::Switch(bytes);
     }
@@ -270,9 +272,9 @@ async fn send_answer(
                 cause: e.to_string(),
             };
             tracing::warn!(code = error.code(), "{error}");
-            let id = parts
-                .headers
-                .get(crate::lifecycle::X_REQUEST_ID)
+            let id = request_id
+                .as_ref()
+                .or_else(|| parts.headers.get(crate::lifecycle::X_REQUEST_ID))
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             *outbox = answer_problem(writer, head_buf, std::mem::take(outbox), &error, id).await;
@@ -308,7 +310,8 @@ async fn answer_problem(
         version: http::Version::HTTP_11,
         keep_alive: false,
     };
-    let (bytes, framing, _) = response::head(head_buf, &parts, body.size_hint().exact(), exchange);
+    let exact = body.size_hint().exact();
+    let (bytes, framing, _) = response::head(head_buf, &parts, None, exact, exchange);
     let framing = framing.unwrap_or(BodyFraming::Length(0));
     let mut sender = BodySender::new(outbox, bytes, Some(body), framing);
     let _ = poll_fn(|cx| sender.poll_send(writer, cx)).await;

@@ -3,8 +3,9 @@
 //! and `Connection`.
 
 use crate::http1::write::{self, BodyFraming};
+use crate::lifecycle::X_REQUEST_ID;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::response::Parts;
 use http::{StatusCode, Version};
 use std::cell::RefCell;
@@ -21,9 +22,11 @@ pub struct Exchange {
 }
 
 /// The head, how the body follows it, and whether the connection stays open after it.
+/// `request_id` is written in place of any `X-Request-Id` in the headers.
 pub fn head(
     buf: &mut BytesMut,
     parts: &Parts,
+    request_id: Option<&HeaderValue>,
     exact: Option<u64>,
     exchange: Exchange,
 ) -> (Bytes, Option<BodyFraming>, bool) {
@@ -52,13 +55,18 @@ pub fn head(
             length = length.or(Some(value));
             continue;
         }
-        if name == TRANSFER_ENCODING {
+        if name == TRANSFER_ENCODING || (request_id.is_some() && name == X_REQUEST_ID) {
             continue;
         }
         has_date |= name == DATE;
         buf.put_slice(name.as_str().as_bytes());
         buf.put_slice(b": ");
         buf.put_slice(value.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+    if let Some(id) = request_id {
+        buf.put_slice(b"x-request-id: ");
+        buf.put_slice(id.as_bytes());
         buf.put_slice(b"\r\n");
     }
     if !has_date {
@@ -130,7 +138,7 @@ mod tests {
         exchange: Exchange,
     ) -> (String, Option<BodyFraming>, bool) {
         let (parts, ()) = response.into_parts();
-        let (bytes, framing, keep) = head(&mut BytesMut::new(), &parts, exact, exchange);
+        let (bytes, framing, keep) = head(&mut BytesMut::new(), &parts, None, exact, exchange);
         (String::from_utf8_lossy(&bytes).into_owned(), framing, keep)
     }
 
@@ -139,6 +147,22 @@ mod tests {
         version: Version::HTTP_11,
         keep_alive: true,
     };
+
+    #[test]
+    fn the_request_id_replaces_one_in_the_headers() {
+        let response = Response::builder()
+            .header("x-request-id", "from-the-target")
+            .header("x-other", "kept")
+            .body(())
+            .expect("response");
+        let (parts, ()) = response.into_parts();
+        let id = HeaderValue::from_static("gateway-id");
+        let (bytes, _, _) = head(&mut BytesMut::new(), &parts, Some(&id), Some(0), GET11);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("x-request-id: gateway-id\r\n"), "{text}");
+        assert!(!text.contains("from-the-target"), "{text}");
+        assert!(text.contains("x-other: kept\r\n"), "{text}");
+    }
 
     #[test]
     fn framing_follows_the_body_and_the_client() {
