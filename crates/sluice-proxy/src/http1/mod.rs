@@ -2,6 +2,7 @@
 //! straight into `http` types over one read buffer, bodies framed in place.
 
 pub mod chunked;
+pub mod deadline;
 pub mod framing;
 pub mod write;
 

@@ -87,43 +87,40 @@ impl UpstreamClient {
         timeout: Duration,
     ) -> Result<http::Response<UpstreamBody>, ProxyError> {
         let deadline = from + timeout;
-        let sent = match &self.pool {
-            Pool::Http1(client) => {
-                tokio::time::timeout_at(deadline, client.send(request, added, from))
-                    .await
-                    .map(|sent| {
-                        sent.map_err(|e| match e {
-                            SendError::Connect(e) => self.connect_error(&e),
-                            SendError::Exchange(ExchangeError::Body(body)) => {
-                                client_body_error(body.as_ref())
-                                    .unwrap_or_else(|| ProxyError::DownstreamBody(body.to_string()))
-                            }
-                            SendError::Exchange(e) => ProxyError::Upstream {
-                                target: self.target.clone(),
-                                cause: e.to_string(),
-                            },
-                        })
-                    })
-            }
+        let timed_out = || ProxyError::UpstreamTimeout {
+            target: self.target.clone(),
+            after: timeout,
+        };
+        match &self.pool {
+            // Timed by the connection's own timer (and connecting by its own).
+            Pool::Http1(client) => client
+                .send(request, added, from, deadline)
+                .await
+                .map_err(|e| match e {
+                    SendError::Connect(e) => self.connect_error(&e),
+                    SendError::Exchange(ExchangeError::Timeout) => timed_out(),
+                    SendError::Exchange(ExchangeError::Body(body)) => {
+                        client_body_error(body.as_ref())
+                            .unwrap_or_else(|| ProxyError::DownstreamBody(body.to_string()))
+                    }
+                    SendError::Exchange(e) => ProxyError::Upstream {
+                        target: self.target.clone(),
+                        cause: e.to_string(),
+                    },
+                }),
             Pool::Http2(client) => {
                 // hyper writes HTTP/2 heads from the map; `Host` is the URI's authority.
                 if let Some(added) = added {
                     added.forwarding.apply(request.headers_mut());
                 }
-                Box::pin(tokio::time::timeout_at(deadline, client.request(request)))
-                    .await
-                    .map(|sent| {
-                        sent.map(|response| response.map(UpstreamBody::Plain))
-                            .map_err(|e| self.classify(&e))
-                    })
+                match Box::pin(tokio::time::timeout_at(deadline, client.request(request))).await {
+                    Ok(sent) => sent
+                        .map(|response| response.map(UpstreamBody::Plain))
+                        .map_err(|e| self.classify(&e)),
+                    Err(_) => Err(timed_out()),
+                }
             }
-        };
-        sent.unwrap_or_else(|_| {
-            Err(ProxyError::UpstreamTimeout {
-                target: self.target.clone(),
-                after: timeout,
-            })
-        })
+        }
     }
 
     fn connect_error(&self, connect: &ConnectError) -> ProxyError {

@@ -133,6 +133,37 @@ async fn a_target_that_never_answers_is_504_after_the_route_timeout() {
     assert_eq!(silent.hits.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test]
+async fn a_pooled_connection_times_out_each_request_by_its_own_route_timeout() {
+    // The first request is answered and its connection pooled; the next one goes on that
+    // connection and is never answered: the connection's timer, armed for the first
+    // request's deadline, must move on to the second's and time it out.
+    let answered = Origin::custom(
+        "once",
+        |request: http::Request<hyper::body::Incoming>| async move {
+            if request.uri().path() == "/slow/hang" {
+                std::future::pending::<()>().await;
+            }
+            http::Response::new(boxed(Full::new(Bytes::from_static(b"ok"))))
+        },
+    )
+    .await;
+    let gw = Gateway::start(&proxy_config(
+        "slow",
+        &answered.url(),
+        "timeout = \"300ms\"",
+    ))
+    .await;
+    let (status, _, _) = get(&gw.url("/slow/fast")).await;
+    assert_eq!(status, 200);
+    for _ in 0..2 {
+        let answer = get(&gw.url("/slow/hang")).await;
+        assert_problem(&gw, &answer, 504, "upstream_timeout").await;
+    }
+    let (status, _, _) = get(&gw.url("/slow/fast")).await;
+    assert_eq!(status, 200);
+}
+
 /// A loopback listener that never accepts, with its accept queue full (backlog 0 and one
 /// queued connection), so the kernel drops every new SYN: connecting to it hangs.
 struct FullBacklog {

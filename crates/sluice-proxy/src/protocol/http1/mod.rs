@@ -15,6 +15,7 @@ use super::woken::WhenWoken;
 use super::{stopped, DownstreamBody, ShutdownWatch};
 use crate::body::ResponseBody;
 use crate::gateway::Gateway;
+use crate::http1::deadline::Deadline;
 use crate::http1::poll_read;
 use crate::http1::write::{BodyFraming, BodySender, Outbox, SendFailure};
 use crate::lifecycle::{handle, new_request_id, ConnInfo};
@@ -26,11 +27,10 @@ use http_body::Body;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
 
 /// A client connection's byte stream, whatever is under it (TCP, TLS, Unix socket).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {
@@ -415,38 +415,4 @@ async fn linger(reader: Option<Reader>, mut writer: WriteHalf<BoxIo>) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
-}
-
-/// One timer per connection for the header and keep-alive timeouts, moved without
-/// touching the timer wheel unless the new deadline is earlier than the armed one.
-struct Deadline {
-    sleep: Pin<Box<Sleep>>,
-    at: Instant,
-}
-
-impl Deadline {
-    fn new(after: Duration) -> Self {
-        let at = Instant::now() + after;
-        Deadline {
-            sleep: Box::pin(tokio::time::sleep_until(at)),
-            at,
-        }
-    }
-
-    fn set(&mut self, after: Duration) {
-        self.at = Instant::now() + after;
-        if self.at < self.sleep.deadline() {
-            self.sleep.as_mut().reset(self.at);
-        }
-    }
-
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.sleep.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= self.at {
-                return true;
-            }
-            self.sleep.as_mut().reset(self.at);
-        }
-        false
-    }
 }

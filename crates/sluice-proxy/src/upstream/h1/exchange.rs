@@ -5,6 +5,7 @@
 use super::super::connector::UpstreamStream;
 use super::super::headers::Added;
 use super::super::RequestBody;
+use crate::http1::deadline::Deadline;
 use crate::http1::write::{self, BodyFraming, BodySender, Outbox, SendFailure};
 use crate::http1::{head_end, poll_read, ConnectionTokens, Seen, READ_CHUNK};
 use bytes::{Bytes, BytesMut};
@@ -34,6 +35,9 @@ pub enum ExchangeError {
     Closed,
     #[error("invalid response from the target: {0}")]
     Invalid(&'static str),
+    /// No response head by the deadline ([`Conn::answer_by`]).
+    #[error("no response before the deadline")]
+    Timeout,
 }
 
 /// One keep-alive connection to a target, with its read buffer.
@@ -46,6 +50,8 @@ pub struct Conn {
     outbox: Outbox,
     /// When the last request on this connection started: its idle time counts from here.
     pub used: tokio::time::Instant,
+    /// The response timeout of the request in flight, one timer for the connection's life.
+    timer: Option<Deadline>,
 }
 
 impl Conn {
@@ -56,7 +62,16 @@ impl Conn {
             wbuf: BytesMut::with_capacity(512),
             outbox: Outbox::default(),
             used,
+            timer: None,
         })
+    }
+
+    /// The request in flight must have its response head by `at`.
+    pub fn answer_by(&mut self, at: tokio::time::Instant) {
+        match &mut self.timer {
+            Some(timer) => timer.set_at(at),
+            None => self.timer = Some(Deadline::at(at)),
+        }
     }
 
     /// Whether the connection is quiet and still open: the target neither closed it nor
@@ -215,7 +230,17 @@ impl Exchange {
                 }
                 return Poll::Ready(Ok(head));
             }
-            match ready!(poll_read(&mut self.conn.io, cx, &mut self.conn.rbuf)) {
+            let read = match poll_read(&mut self.conn.io, cx, &mut self.conn.rbuf) {
+                Poll::Ready(read) => read,
+                Poll::Pending => {
+                    let conn = &mut *self.conn;
+                    if conn.timer.as_mut().is_some_and(|t| t.poll_expired(cx)) {
+                        return Poll::Ready(Err(ExchangeError::Timeout));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            match read {
                 Ok(0) => {
                     return Poll::Ready(Err(match self.write_failed.take() {
                         Some(e) => ExchangeError::Io(e),

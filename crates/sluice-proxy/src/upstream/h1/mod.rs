@@ -63,12 +63,14 @@ impl H1Client {
     /// Sends `request` on an idle connection, or a new one, and waits for the response
     /// head. When a pooled connection turns out closed before anything came back, an
     /// idempotent request whose body was not taken yet goes once more on a new one.
-    /// `now` is when the request started, as the caller read it.
+    /// `now` is when the request started, as the caller read it; the response head must
+    /// come by `deadline` (connecting included).
     pub async fn send(
         &self,
         request: Request<RequestBody>,
         added: Option<Added<'_>>,
         now: Instant,
+        deadline: Instant,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -90,13 +92,17 @@ impl H1Client {
                 }
                 // Boxed: connecting (TLS included) is rare next to reusing, and its
                 // future would otherwise widen every request's.
-                None => Conn::new(
-                    Box::pin(self.connector.connect())
+                None => {
+                    let connect = tokio::time::timeout_at(deadline, self.connector.connect());
+                    let io = Box::pin(connect)
                         .await
-                        .map_err(SendError::Connect)?,
-                    now,
-                ),
+                        .map_err(|_| SendError::Exchange(ExchangeError::Timeout))?
+                        .map_err(SendError::Connect)?;
+                    Conn::new(io, now)
+                }
             };
+            // The connection's own timer: no timer-wheel work for each request.
+            conn.answer_by(deadline);
             let payload = body
                 .take()
                 .unwrap_or_else(|| RequestBody::full(Bytes::new()));
