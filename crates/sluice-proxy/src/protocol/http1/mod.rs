@@ -246,22 +246,20 @@ async fn send_answer(
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         return Next::Switch(bytes);
     }
-    // A bodiless answer's body is held until the head is written, for its record.
-    let (body, held) = match framing {
-        Some(_) => (Some(body), None),
-        None => (None, Some(body)),
-    };
+    // The body is lent, not moved: it stays here until the answer is written (a
+    // bodiless answer's too, for its record).
+    let lent = framing.is_some().then_some(&mut body);
     let framing = framing.unwrap_or(BodyFraming::Length(0));
-    let mut sender = BodySender::new(std::mem::take(outbox), bytes, body, framing);
+    let mut sender = BodySender::new(std::mem::take(outbox), bytes, lent, framing);
     let sent = poll_fn(|cx| sender.poll_send(writer, cx)).await;
     let written = sender.has_written();
-    let target = match (&sent, written) {
-        (Err(SendFailure::Body(_)), false) => sender.body().and_then(|b| b.target().cloned()),
-        _ => None,
-    };
     *outbox = sender.take_outbox();
     drop(sender);
-    drop(held);
+    let target = match (&sent, written) {
+        (Err(SendFailure::Body(_)), false) => body.target().cloned(),
+        _ => None,
+    };
+    drop(body);
     match sent {
         Ok(()) if keep_alive => Next::KeepAlive,
         Ok(()) => Next::Close,
