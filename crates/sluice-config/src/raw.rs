@@ -52,6 +52,7 @@ pub struct LimitsConfig {
     pub max_headers: Option<Spanned<i64>>,
     pub header_read_timeout: Option<Spanned<String>>,
     pub keepalive_timeout: Option<Spanned<String>>,
+    pub send_timeout: Option<Spanned<String>>,
     pub body_read_timeout: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_requests: Option<Spanned<i64>>,

@@ -33,6 +33,7 @@ max_header_size = 32768
 max_headers = 50
 header_read_timeout = "2.5s"
 keepalive_timeout = "20s"
+send_timeout = "30s"
 
 [admin]
 listen = "127.0.0.1:9902"
@@ -90,6 +91,7 @@ fn a_file_with_every_key_parses() {
     assert_eq!(s.limits.max_headers, 50);
     assert_eq!(s.limits.header_read_timeout, Duration::from_millis(2500));
     assert_eq!(s.limits.keepalive_timeout, Duration::from_secs(20));
+    assert_eq!(s.limits.send_timeout, Duration::from_secs(30));
     assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9902")));
 
     // Clusters are sorted by name.
@@ -142,7 +144,7 @@ fn a_file_with_every_key_parses() {
     assert_eq!(r.strip_prefix.as_deref(), Some("/api"));
     assert_eq!(r.rewrite.as_deref(), Some("/v2/users/{id}/{rest}"));
     assert_eq!(r.timeout, Duration::from_secs(3600));
-    assert_eq!(r.location.line, 35);
+    assert_eq!(r.location.line, 36);
 
     let r = &c.routes[1];
     assert_eq!(r.path, PathPattern::Prefix("/static".into()));
@@ -193,6 +195,7 @@ cluster = "c"
     assert_eq!(c.server.limits.max_headers, 100);
     assert_eq!(c.server.limits.header_read_timeout, Duration::from_secs(10));
     assert_eq!(c.server.limits.keepalive_timeout, Duration::from_secs(75));
+    assert_eq!(c.server.limits.send_timeout, Duration::from_secs(60));
     assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9901")));
     let cl = &c.clusters[0];
     assert_eq!(cl.balance, Balance::RoundRobin);

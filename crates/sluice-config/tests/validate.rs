@@ -322,6 +322,15 @@ respond = {}
 // ---- values ------------------------------------------------------------------------
 
 #[test]
+fn a_zero_send_timeout_is_refused() {
+    let src = "[server.limits]\nsend_timeout = \"0s\"\n\n[[routes]]\nname = \"a\"\npath = \"/\"\nrespond = {}\n";
+    assert_eq!(
+        errors(src),
+        ["test.toml:2:16: server.limits.send_timeout: must be longer than 0"]
+    );
+}
+
+#[test]
 fn unparsable_durations() {
     let src = r#"[server]
 shutdown_grace = "30 sec"
@@ -329,6 +338,7 @@ shutdown_grace = "30 sec"
 [server.limits]
 header_read_timeout = "fast"
 keepalive_timeout = "1 min"
+send_timeout = "-1s"
 
 [[routes]]
 name = "a"
@@ -342,7 +352,8 @@ timeout = "30"
             "test.toml:2:18: server.shutdown_grace: invalid duration `30 sec`: unknown unit `sec` (use ms, s, m or h)",
             "test.toml:5:23: server.limits.header_read_timeout: invalid duration `fast`: expected a number and a unit, like \"250ms\", \"30s\" or \"5m\"",
             "test.toml:6:21: server.limits.keepalive_timeout: invalid duration `1 min`: unknown unit `min` (use ms, s, m or h)",
-            "test.toml:12:11: routes[0].timeout: invalid duration `30`: missing unit (ms, s, m or h)",
+            "test.toml:7:16: server.limits.send_timeout: invalid duration `-1s`: expected a number and a unit, like \"250ms\", \"30s\" or \"5m\"",
+            "test.toml:13:11: routes[0].timeout: invalid duration `30`: missing unit (ms, s, m or h)",
         ]
     );
 }

@@ -243,6 +243,11 @@ fn server(c: &mut Checker, s: &raw::ServerConfig, all: (&[Middleware], &[&str]))
             "server.limits.keepalive_timeout",
             Duration::from_secs(75),
         ),
+        send_timeout: c.positive_duration(
+            &l.send_timeout,
+            "server.limits.send_timeout",
+            Duration::from_secs(60),
+        ),
         body_read_timeout: c.duration(
             &l.body_read_timeout,
             "server.limits.body_read_timeout",

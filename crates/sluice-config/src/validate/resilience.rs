@@ -22,7 +22,7 @@ impl Checker<'_> {
     }
 
     /// A duration that must be longer than zero.
-    fn positive_duration(
+    pub(crate) fn positive_duration(
         &mut self,
         value: &Option<Spanned<String>>,
         key: &str,

@@ -93,6 +93,13 @@ where
         self.outbox.wrote
     }
 
+    /// When the connection would take no more of what waits: the bytes written so far
+    /// (a mark that moves when it takes some again). `None` while it takes them, or
+    /// while the sender waits on the body instead.
+    pub fn stalled(&self) -> Option<u64> {
+        (self.outbox.blocked && !self.outbox.is_empty()).then_some(self.outbox.written)
+    }
+
     /// The body, when none of it was taken yet.
     pub fn untouched_body(&mut self) -> Option<B> {
         if self.touched {
@@ -204,6 +211,10 @@ pub struct Outbox {
     queued: usize,
     /// Some bytes were written since the last `clear`.
     wrote: bool,
+    /// Bytes written over the outbox's life.
+    written: u64,
+    /// The last write found the connection full: it took nothing more.
+    blocked: bool,
 }
 
 impl Outbox {
@@ -227,6 +238,7 @@ impl Outbox {
         self.queue.clear();
         self.queued = 0;
         self.wrote = false;
+        self.blocked = false;
     }
 
     /// How many bytes wait.
@@ -244,7 +256,10 @@ impl Outbox {
             let written = if self.queue.len() == 1 || !io.is_write_vectored() {
                 match Pin::new(&mut *io).poll_write(cx, &self.queue[0]) {
                     Poll::Ready(r) => r?,
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        self.blocked = true;
+                        return Poll::Pending;
+                    }
                 }
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -254,7 +269,10 @@ impl Outbox {
                 }
                 match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
                     Poll::Ready(r) => r?,
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        self.blocked = true;
+                        return Poll::Pending;
+                    }
                 }
             };
             if written == 0 {
@@ -267,6 +285,8 @@ impl Outbox {
 
     fn advance(&mut self, mut n: usize) {
         self.wrote = true;
+        self.blocked = false;
+        self.written += n as u64;
         self.queued -= n;
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {

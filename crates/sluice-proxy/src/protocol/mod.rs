@@ -46,6 +46,7 @@ pub fn http_builder(limits: &Limits) -> Http {
         },
         header_read_timeout: limits.header_read_timeout,
         keepalive_timeout: limits.keepalive_timeout,
+        send_timeout: limits.send_timeout,
     };
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())

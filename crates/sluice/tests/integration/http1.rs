@@ -245,3 +245,40 @@ async fn expect_100_continue_is_not_sent_for_the_gateways_own_answer() {
     assert_eq!(origin.hits.load(Ordering::SeqCst), 0);
     still_serves(&gw, &origin, "expect on a direct answer").await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    const SIZE: usize = 32 * 1024 * 1024;
+    let origin = Origin::custom("big", |_| async {
+        http::Response::new(boxed(http_body_util::Full::new(Bytes::from(
+            vec![b'x'; SIZE],
+        ))))
+    })
+    .await;
+    let gw = gateway_with_limits(&origin.url(), "send_timeout = \"1s\"\n").await;
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /app/big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write the request");
+    // Take nothing for well over the send timeout, then read whatever is there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(CLOSE_WITHIN, stream.read(&mut chunk)).await {
+            Err(_) => panic!("still open after {CLOSE_WITHIN:?}, {got} bytes read"),
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+        }
+    }
+    assert!(
+        got < SIZE,
+        "the whole answer arrived ({got} bytes): the stalled connection was not cut\n{}",
+        gw.log()
+    );
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let after = conn.response().await;
+    assert_eq!((after.status, after.body.as_slice()), (200, &b"hi"[..]));
+}

@@ -73,6 +73,8 @@ pub struct H1Settings {
     pub header_read_timeout: Duration,
     /// How long a connection may wait idle for its next request.
     pub keepalive_timeout: Duration,
+    /// How long a client may go without taking any of its answer.
+    pub send_timeout: Duration,
 }
 
 /// The client's side of a protocol upgrade, in the request's extensions: completes with
@@ -162,7 +164,17 @@ pub async fn serve(
             version,
             keep_alive: keep_alive && body_read && !*shutdown.signal.borrow(),
         };
-        match send_answer(&mut writer, &mut head_buf, &mut outbox, response, exchange).await {
+        let timing = (&mut timer, settings.send_timeout);
+        match send_answer(
+            &mut writer,
+            &mut head_buf,
+            &mut outbox,
+            response,
+            exchange,
+            timing,
+        )
+        .await
+        {
             Next::KeepAlive => {}
             Next::Close => break,
             Next::Gone => return,
@@ -231,12 +243,15 @@ enum Next {
 
 /// Writes `response`, its body streamed behind its head. A body that fails before any
 /// byte was written becomes the gateway's `502`.
+/// Writes `response`; the client must take some of it at least every `send_timeout`
+/// (timed by the connection's `timer`), or the connection is reset.
 async fn send_answer(
     writer: &mut WriteHalf<BoxIo>,
     head_buf: &mut BytesMut,
     outbox: &mut Outbox,
     response: Response<ResponseBody>,
     exchange: response::Exchange,
+    (timer, send_timeout): (&mut Deadline, Duration),
 ) -> Next {
     let (parts, mut body) = response.into_parts();
     let exact = body.size_hint().exact();
@@ -251,7 +266,35 @@ async fn send_answer(
     let lent = framing.is_some().then_some(&mut body);
     let framing = framing.unwrap_or(BodyFraming::Length(0));
     let mut sender = BodySender::new(std::mem::take(outbox), bytes, lent, framing);
-    let sent = poll_fn(|cx| sender.poll_send(writer, cx)).await;
+    // The mark of the stall being timed: the bytes written when it began.
+    let mut stall: Option<u64> = None;
+    let sent = poll_fn(|cx| {
+        let polled = sender.poll_send(writer, cx);
+        if polled.is_pending() {
+            match sender.stalled() {
+                None => stall = None,
+                Some(mark) => {
+                    // A new stall, or the client took some and stopped again.
+                    if stall != Some(mark) {
+                        stall = Some(mark);
+                        timer.set(send_timeout);
+                    }
+                    if timer.poll_expired(cx) {
+                        return Poll::Ready(None);
+                    }
+                }
+            }
+        }
+        polled.map(Some)
+    })
+    .await;
+    let Some(sent) = sent else {
+        tracing::info!(
+            after = ?send_timeout,
+            "the client took none of its answer for server.limits.send_timeout; resetting the connection"
+        );
+        return Next::Reset;
+    };
     let written = sender.has_written();
     *outbox = sender.take_outbox();
     drop(sender);
