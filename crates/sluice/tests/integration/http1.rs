@@ -250,9 +250,10 @@ async fn expect_100_continue_is_not_sent_for_the_gateways_own_answer() {
 async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     const SIZE: usize = 32 * 1024 * 1024;
     let origin = Origin::custom("big", |_| async {
-        http::Response::new(boxed(http_body_util::Full::new(Bytes::from(
-            vec![b'x'; SIZE],
-        ))))
+        http::Response::new(boxed(http_body_util::Full::new(Bytes::from(vec![
+            b'x';
+            SIZE
+        ]))))
     })
     .await;
     let gw = gateway_with_limits(&origin.url(), "send_timeout = \"1s\"\n").await;
