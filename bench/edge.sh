@@ -27,10 +27,7 @@ bench_tools nginx:nginx-light wrk:wrk
 
 bench_sluice
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_workdir
 
 TOKEN=$(edge_jwt "$work")
 

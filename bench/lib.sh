@@ -30,6 +30,15 @@ bench_sluice() {
   [ -x "$SLUICE" ] || { echo "$(basename "$0"): no Sluice binary at $SLUICE" >&2; exit 1; }
 }
 
+# bench_workdir: a scratch directory in $work and a list of processes in $pids (append
+# to it), both cleaned up when the script exits.
+bench_workdir() {
+  work=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+
 # nginx_origin DIR PORT BODY: writes DIR/nginx.conf for a one-worker origin answering
 # every request with 200 and BODY.
 nginx_origin() {

@@ -28,10 +28,7 @@ SLUICE_ADMIN=${SLUICE_ADMIN:-18083}
 
 bench_tools nginx:nginx-light wrk:wrk h2load:nghttp2-client
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+bench_workdir
 
 bench_sluice
 
