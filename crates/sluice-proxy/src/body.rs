@@ -97,7 +97,6 @@ impl ResponseBody {
         }
     }
 
-    /// Attaches the record finished when the body ends or is dropped.
     /// The `X-Request-Id` the client gets, in place of any in the headers.
     pub fn set_request_id(&mut self, id: HeaderValue) {
         self.request_id = Some(id);
@@ -108,6 +107,7 @@ impl ResponseBody {
         self.request_id.take()
     }
 
+    /// Attaches the record finished when the body ends or is dropped.
     pub fn set_record(&mut self, record: RequestRecord) {
         self.record = Some(record);
     }

@@ -3,7 +3,7 @@
 //! only when the body can be sent again, never after a response byte reached the client,
 //! within the retry budget and the route's `timeout`.
 
-use crate::cluster::{Cluster, InFlight, Outcome, TargetState};
+use crate::cluster::{Balanced, Cluster, InFlight, Outcome, TargetState};
 use crate::counted::Counted;
 use crate::metrics::{Metrics, RouteLabels};
 use crate::rescue::ProxyError;
@@ -26,9 +26,8 @@ pub struct Outgoing {
     pub method: Method,
     pub headers: HeaderMap,
     pub path: PathAndQuery,
-    /// The host the client asked for, with its port.
-    pub original_host: Option<HeaderValue>,
-    /// The forwarding headers the gateway sets.
+    /// The forwarding headers the gateway sets; their `host` is the one the client
+    /// asked for, with its port.
     pub forwarding: Forwarding,
 }
 
@@ -177,26 +176,15 @@ fn pick(
     tried: &[usize],
     now: Instant,
 ) -> Result<(usize, crate::cluster::Pick), ProxyError> {
-    let query = out.path.query();
-    let first = cluster.pick(
-        &out.headers,
-        Some(&out.forwarding),
-        query,
-        origin.normal_path,
-        origin.client_ip,
-        tried,
-        now,
-    );
-    match first {
-        Err(_) if !tried.is_empty() => cluster.pick(
-            &out.headers,
-            Some(&out.forwarding),
-            query,
-            origin.normal_path,
-            origin.client_ip,
-            &[],
-            now,
-        ),
+    let request = Balanced {
+        headers: &out.headers,
+        forwarding: Some(&out.forwarding),
+        query: out.path.query(),
+        path: origin.normal_path,
+        client_ip: origin.client_ip,
+    };
+    match cluster.pick(&request, tried, now) {
+        Err(_) if !tried.is_empty() => cluster.pick(&request, &[], now),
         other => other,
     }
 }
@@ -259,7 +247,12 @@ fn build(
     mut headers: HeaderMap,
     body: RequestBody,
 ) -> Result<(Request<RequestBody>, HeaderValue), ProxyError> {
-    let host = match out.original_host.clone().filter(|_| cluster.preserve_host) {
+    let host = match out
+        .forwarding
+        .host
+        .clone()
+        .filter(|_| cluster.preserve_host)
+    {
         Some(h) => h,
         None => target.host_header.clone(),
     };

@@ -293,14 +293,13 @@ async fn proxy(
     let slot = cluster.acquire_slot(route.timeout).await?;
 
     let client_upgrade = parts.extensions.remove::<ClientUpgrade>();
-    let original_host = original_host(&parts);
     let upgrade = strip_hop_by_hop(&mut parts.headers)
         .filter(|_| client_upgrade.is_some() && parts.version == Version::HTTP_11);
     let forwarding = Forwarding::new(
         &parts.headers,
         conn.peer_ip.as_ref(),
         conn.proto,
-        original_host.clone(),
+        original_host(&parts),
         request_id.clone(),
     );
     if let Some(u) = &upgrade {
@@ -328,7 +327,6 @@ async fn proxy(
         method: parts.method,
         headers: parts.headers,
         path: upstream_path,
-        original_host,
         forwarding,
     };
     let origin = Origin {

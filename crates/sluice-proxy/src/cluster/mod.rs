@@ -204,6 +204,19 @@ pub struct Cluster {
     between_tries: Arc<AtomicUsize>,
 }
 
+/// What balancing may read of a request: sticky cookies and hash keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Balanced<'a> {
+    pub headers: &'a HeaderMap,
+    /// The gateway's forwarding headers: a `header:` hash key reads the value the
+    /// target gets, these before the client's.
+    pub forwarding: Option<&'a Forwarding>,
+    pub query: Option<&'a str>,
+    /// The normalised path.
+    pub path: &'a str,
+    pub client_ip: Option<IpAddr>,
+}
+
 /// The target picked for a request, and a cookie to set when the pick pins a client.
 #[derive(Debug)]
 pub struct Pick {
@@ -326,24 +339,21 @@ impl Cluster {
         }
     }
 
-    /// Picks the target for a request from `client_ip`; `path` is its normalised path.
-    /// A `header:` hash key reads the value the target gets: the gateway's `forwarding`
-    /// headers before the client's. Targets in `tried` (indexes) are skipped, so a retry
-    /// goes elsewhere. `now` is the try's start, read once for the whole try.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one per thing a balancer may hash on"
-    )]
+    /// Picks the target for `request`. Targets in `tried` (indexes) are skipped, so a
+    /// retry goes elsewhere. `now` is the try's start, read once for the whole try.
     pub fn pick(
         &self,
-        headers: &HeaderMap,
-        forwarding: Option<&Forwarding>,
-        query: Option<&str>,
-        path: &str,
-        client_ip: Option<IpAddr>,
+        request: &Balanced<'_>,
         tried: &[usize],
         now: Instant,
     ) -> Result<(usize, Pick), ProxyError> {
+        let Balanced {
+            headers,
+            forwarding,
+            query,
+            path,
+            client_ip,
+        } = *request;
         // Panic mode: when too few targets are healthy, health is ignored.
         let panic = self.panic_threshold > 0 && {
             let healthy = self.targets.iter().filter(|t| t.is_healthy(now)).count();
@@ -485,7 +495,7 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{query_param, Cluster, Counted, Forwarding, InFlight};
+    use super::{query_param, Balanced, Cluster, Counted, Forwarding, InFlight};
     use http::{HeaderMap, HeaderValue};
 
     fn hash_cluster(key: &str) -> Cluster {
@@ -500,16 +510,15 @@ mod tests {
             .expect("request")
             .into_parts();
         let path = crate::router::path::normalize(parts.uri.path()).expect("a valid path");
+        let request = Balanced {
+            headers: &parts.headers,
+            forwarding: None,
+            query: parts.uri.query(),
+            path: &path,
+            client_ip: None,
+        };
         cluster
-            .pick(
-                &parts.headers,
-                None,
-                parts.uri.query(),
-                &path,
-                None,
-                &[],
-                tokio::time::Instant::now(),
-            )
+            .pick(&request, &[], tokio::time::Instant::now())
             .expect("a target")
             .0
     }
@@ -528,8 +537,14 @@ mod tests {
     fn header_hash_reads_the_value_the_target_gets() {
         let cluster = hash_cluster("header:x-request-id");
         let index = |headers: &HeaderMap, forwarding: Option<&Forwarding>| {
-            let now = tokio::time::Instant::now();
-            let picked = cluster.pick(headers, forwarding, None, "/", None, &[], now);
+            let request = Balanced {
+                headers,
+                forwarding,
+                query: None,
+                path: "/",
+                client_ip: None,
+            };
+            let picked = cluster.pick(&request, &[], tokio::time::Instant::now());
             picked.expect("a target").0
         };
         let mut targets = std::collections::HashSet::new();

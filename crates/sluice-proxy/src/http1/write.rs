@@ -253,28 +253,21 @@ impl Outbox {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         while !self.queue.is_empty() {
-            let written = if self.queue.len() == 1 || !io.is_write_vectored() {
-                match Pin::new(&mut *io).poll_write(cx, &self.queue[0]) {
-                    Poll::Ready(r) => r?,
-                    Poll::Pending => {
-                        self.blocked = true;
-                        return Poll::Pending;
-                    }
-                }
+            let polled = if self.queue.len() == 1 || !io.is_write_vectored() {
+                Pin::new(&mut *io).poll_write(cx, &self.queue[0])
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let n = self.queue.len().min(MAX_SLICES);
                 for (slice, bytes) in slices.iter_mut().zip(self.queue.iter()) {
                     *slice = IoSlice::new(bytes);
                 }
-                match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
-                    Poll::Ready(r) => r?,
-                    Poll::Pending => {
-                        self.blocked = true;
-                        return Poll::Pending;
-                    }
-                }
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
             };
+            let Poll::Ready(written) = polled else {
+                self.blocked = true;
+                return Poll::Pending;
+            };
+            let written = written?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

@@ -164,14 +164,14 @@ pub async fn serve(
             version,
             keep_alive: keep_alive && body_read && !*shutdown.signal.borrow(),
         };
-        let timing = (&mut timer, settings.send_timeout);
         match send_answer(
             &mut writer,
             &mut head_buf,
             &mut outbox,
             response,
             exchange,
-            timing,
+            &mut timer,
+            settings.send_timeout,
         )
         .await
         {
@@ -242,16 +242,17 @@ enum Next {
 }
 
 /// Writes `response`, its body streamed behind its head. A body that fails before any
-/// byte was written becomes the gateway's `502`.
-/// Writes `response`; the client must take some of it at least every `send_timeout`
-/// (timed by the connection's `timer`), or the connection is reset.
+/// byte was written becomes the gateway's `502`. The client must take some of the answer
+/// at least every `send_timeout` (timed by the connection's `timer`), or the connection
+/// is reset.
 async fn send_answer(
     writer: &mut WriteHalf<BoxIo>,
     head_buf: &mut BytesMut,
     outbox: &mut Outbox,
     response: Response<ResponseBody>,
     exchange: response::Exchange,
-    (timer, send_timeout): (&mut Deadline, Duration),
+    timer: &mut Deadline,
+    send_timeout: Duration,
 ) -> Next {
     let (parts, mut body) = response.into_parts();
     let exact = body.size_hint().exact();

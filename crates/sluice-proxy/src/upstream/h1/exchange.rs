@@ -233,8 +233,7 @@ impl Exchange {
             let read = match poll_read(&mut self.conn.io, cx, &mut self.conn.rbuf) {
                 Poll::Ready(read) => read,
                 Poll::Pending => {
-                    let conn = &mut *self.conn;
-                    if conn.timer.as_mut().is_some_and(|t| t.poll_expired(cx)) {
+                    if self.conn.timer.as_mut().is_some_and(|t| t.poll_expired(cx)) {
                         return Poll::Ready(Err(ExchangeError::Timeout));
                     }
                     return Poll::Pending;
