@@ -13,9 +13,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// A response body.
+/// A response body. Its state is boxed: a response moves through several layers of the
+/// request's future, and a pointer moves more cheaply than the state's 400 bytes.
 #[derive(Debug)]
-pub struct ResponseBody {
+pub struct ResponseBody(Box<State>);
+
+#[derive(Debug)]
+struct State {
     inner: Inner,
     record: Option<RequestRecord>,
     /// Released when the body ends: the request's count at its target and its slot in
@@ -78,50 +82,56 @@ impl ResponseBody {
             after,
             timer: Box::pin(tokio::time::sleep(after)),
         });
-        ResponseBody {
+        ResponseBody(Box::new(State {
             inner: Inner::Upstream(body, idle),
             record: None,
             held: None,
             request_id: None,
-        }
+        }))
     }
 
     /// A body the gateway wrote.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
-        ResponseBody {
+        ResponseBody(Box::new(State {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
             record: None,
             held: None,
             request_id: None,
-        }
+        }))
     }
 
     /// The `X-Request-Id` the client gets, in place of any in the headers.
     pub fn set_request_id(&mut self, id: HeaderValue) {
-        self.request_id = Some(id);
+        self.0.request_id = Some(id);
     }
 
     /// Takes the `X-Request-Id` for the client's response head.
     pub fn take_request_id(&mut self) -> Option<HeaderValue> {
-        self.request_id.take()
+        self.0.request_id.take()
     }
 
     /// Attaches the record finished when the body ends or is dropped.
     pub fn set_record(&mut self, record: RequestRecord) {
-        self.record = Some(record);
+        self.0.record = Some(record);
     }
 
     /// The target the body comes from, once the record names it.
     pub fn target(&self) -> Option<&Arc<str>> {
-        self.record.as_ref()?.target.as_ref()
+        self.0.record.as_ref()?.target.as_ref()
     }
 
     /// Holds `held` until the body ends or is dropped.
     pub fn hold(&mut self, held: Held) {
-        self.held = Some(held);
+        self.0.held = Some(held);
     }
 
+    fn finish(&mut self, complete: bool) {
+        self.0.finish(complete);
+    }
+}
+
+impl State {
     fn finish(&mut self, complete: bool) {
         self.held = None;
         if let Some(record) = self.record.take() {
@@ -166,7 +176,7 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+        let this = &mut *self.get_mut().0;
         let polled = match &mut this.inner {
             Inner::Upstream(body, idle) => match (Pin::new(body).poll_frame(cx), idle) {
                 (Poll::Pending, Some(idle)) => {
@@ -199,14 +209,14 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
+        match &self.0.inner {
             Inner::Upstream(body, _) => body.is_end_stream(),
             Inner::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
+        match &self.0.inner {
             Inner::Upstream(body, _) => body.size_hint(),
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
