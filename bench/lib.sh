@@ -60,13 +60,30 @@ http {
 CONF
 }
 
-# nginx_proxy DIR PORT ORIGIN_PORT [TOP] [H2_PORT]: writes DIR/nginx.conf for a one-worker
-# nginx proxying every request on PORT (and HTTP/2 on H2_PORT) to the origin over
-# keep-alive connections, as Sluice does; TOP is added to the top-level directives.
+# nginx_proxy DIR PORT ORIGIN_PORT [TOP] [H2_PORT] [HEADERS]: writes DIR/nginx.conf for a
+# one-worker nginx proxying every request on PORT (and HTTP/2 on H2_PORT) to the origin
+# over keep-alive connections, as Sluice does; TOP is added to the top-level directives.
+# By default nginx sends and returns what Sluice does with its default forwarding: Host
+# as the client sent it, X-Forwarded-For/-Proto/-Host and an X-Request-Id upstream (the
+# client's, or a new one), and the same X-Request-Id back to the client. HEADERS=minimal
+# sets only Host and X-Forwarded-For, the smaller job most nginx examples configure.
 nginx_proxy() {
   mkdir -p "$1"
-  local h2=""
+  local h2="" map headers
   if [ -n "${5:-}" ]; then h2="listen 127.0.0.1:$5 http2;"; fi
+  if [ "${6:-}" = minimal ]; then
+    map=""
+    headers='proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;'
+  else
+    map='map $http_x_request_id $reqid { default $http_x_request_id; "" $request_id; }'
+    headers='proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Request-Id $reqid;
+      add_header X-Request-Id $reqid always;'
+  fi
   cat > "$1/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -77,6 +94,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
+  $map
   upstream origin { server 127.0.0.1:$3; keepalive 128; }
   server {
     listen 127.0.0.1:$2;
@@ -85,8 +103,7 @@ http {
       proxy_pass http://origin;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      $headers
     }
   }
 }

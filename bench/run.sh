@@ -2,12 +2,16 @@
 # Side-by-side load test: Sluice and nginx, one worker each, proxying to the same origin
 # over keep-alive connections. Prints req/s, p50, p99 and RSS for each, and the ratios.
 #
+# "nginx" is set up to do what Sluice does by default (Host as sent, X-Forwarded-For,
+# -Proto and -Host, an X-Request-Id upstream and back to the client); "nginx-min" sets
+# only Host and X-Forwarded-For, a smaller job, and is measured alongside for reference.
+#
 #   bench/run.sh                 # defaults: 5 rounds of 5s runs, 50 connections
 #   ROUNDS=9 PAIRS=9 DURATION=10s CONNS=100 bench/run.sh
 #   SLUICE=/tmp/sluice bench/run.sh   # an already-built binary
 #
-# Shared machines are noisy: each round runs nginx and Sluice back to back (alternating
-# which goes first) and the table reports the median over the rounds.
+# Shared machines are noisy: each round runs the proxies back to back (rotating which
+# goes first) and the table reports the median over the rounds.
 #
 # Needs nginx, wrk and h2load (Debian: nginx-light wrk nghttp2-client); installs them
 # when missing. The proxy under test is pinned to CPU 0; origin and load generator to
@@ -23,6 +27,7 @@ CONNS=${CONNS:-50}
 H2_STREAMS=${H2_STREAMS:-10}
 ORIGIN_PORT=${ORIGIN_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
+NGINX_MIN_PORT=${NGINX_MIN_PORT:-18084}
 SLUICE_PORT=${SLUICE_PORT:-18082}
 SLUICE_ADMIN=${SLUICE_ADMIN:-18083}
 
@@ -34,6 +39,7 @@ bench_sluice
 
 nginx_origin "$work/origin" "$ORIGIN_PORT" "hello from the origin, a small JSON-sized answer"
 nginx_proxy "$work/proxy" "$NGINX_PORT" "$ORIGIN_PORT" "" "$((NGINX_PORT + 10))"
+nginx_proxy "$work/proxy-min" "$NGINX_MIN_PORT" "$ORIGIN_PORT" "" "" minimal
 
 cat > "$work/sluice.toml" <<CONF
 [server]
@@ -56,9 +62,10 @@ CONF
 
 taskset -c "$OTHER_CPUS" nginx -c "$work/origin/nginx.conf" -p "$work/origin" 2>/dev/null & pids+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" 2>/dev/null & pids+=($!)
+taskset -c "$PROXY_CPU" nginx -c "$work/proxy-min/nginx.conf" -p "$work/proxy-min" 2>/dev/null & pids+=($!)
 taskset -c "$PROXY_CPU" "$SLUICE" run -c "$work/sluice.toml" >"$work/sluice.log" 2>&1 & sluice_pid=$!; pids+=("$sluice_pid")
 
-for port in $ORIGIN_PORT $NGINX_PORT $SLUICE_PORT; do
+for port in $ORIGIN_PORT $NGINX_PORT $NGINX_MIN_PORT $SLUICE_PORT; do
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.05; done
 done
 
@@ -87,16 +94,26 @@ run_h2load() {
 
 # Warm both proxies (pools filled, code paged in) before measuring.
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1
+taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGINX_MIN_PORT/" >/dev/null 2>&1
 taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$SLUICE_PORT/" >/dev/null 2>&1
 
 : > "$work/results"
 # All HTTP/1.1 rounds first, then all HTTP/2 rounds: h2load's 500 concurrent streams
 # grow both proxies' upstream pools, which would otherwise colour the next wrk run.
+# The order within a round rotates, so no proxy always runs first or last.
 for proto in h1 h2; do
   for round in $(seq "$ROUNDS"); do
-    if (( round % 2 )); then order="nginx sluice"; else order="sluice nginx"; fi
+    if [ "$proto" = h1 ]; then
+      case $((round % 3)) in
+        1) order="nginx sluice nginx-min" ;; 2) order="sluice nginx-min nginx" ;; *) order="nginx-min nginx sluice" ;;
+      esac
+    elif (( round % 2 )); then order="nginx sluice"; else order="sluice nginx"; fi
     for who in $order; do
-      if [ "$who" = nginx ]; then h1=$NGINX_PORT; h2=$((NGINX_PORT + 10)); else h1=$SLUICE_PORT; h2=$SLUICE_PORT; fi
+      case $who in
+        nginx) h1=$NGINX_PORT; h2=$((NGINX_PORT + 10)) ;;
+        nginx-min) h1=$NGINX_MIN_PORT; h2="" ;;
+        *) h1=$SLUICE_PORT; h2=$SLUICE_PORT ;;
+      esac
       if [ "$proto" = h1 ]; then
         read -r rps p50 p99 err < <(run_wrk "$h1")
         echo "$who h1 $rps $p50 $p99 $err" >> "$work/results"
@@ -112,8 +129,9 @@ pick() { awk -v w="$1" -v p="$2" -v c="$3" '$1 == w && $2 == p { print $c }' "$w
 errs() { awk -v w="$1" -v p="$2" '$1 == w && $2 == p { $1 = $2 = $3 = $4 = $5 = ""; print }' "$work/results" | sort | uniq -c | tr -s ' ' | tr '\n' ';'; }
 n1_rps=$(pick nginx h1 3); n1_p50=$(pick nginx h1 4); n1_p99=$(pick nginx h1 5)
 s1_rps=$(pick sluice h1 3); s1_p50=$(pick sluice h1 4); s1_p99=$(pick sluice h1 5)
+m1_rps=$(pick nginx-min h1 3); m1_p50=$(pick nginx-min h1 4); m1_p99=$(pick nginx-min h1 5)
 n2_rps=$(pick nginx h2 3); s2_rps=$(pick sluice h2 3)
-n1_err=$(errs nginx h1); s1_err=$(errs sluice h1); n2_err=$(errs nginx h2); s2_err=$(errs sluice h2)
+n1_err=$(errs nginx h1); s1_err=$(errs sluice h1); m1_err=$(errs nginx-min h1); n2_err=$(errs nginx h2); s2_err=$(errs sluice h2)
 sluice_rss=$(rss_kb "$sluice_pid")
 nginx_rss=$(rss_kb "$(nginx_worker)")
 
@@ -125,27 +143,36 @@ printf '|%s|%s|%s|%s|\n' "----------------------------" "--------------" "------
 printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/1.1 req/s (wrk)" "$s1_rps" "$n1_rps" "$(ratio "$s1_rps" "$n1_rps")"
 printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p50 ms" "$s1_p50" "$n1_p50" "$(ratio "$s1_p50" "$n1_p50")"
 printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p99 ms" "$s1_p99" "$n1_p99" "$(ratio "$s1_p99" "$n1_p99")"
+printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/1.1 req/s, nginx-min" "$s1_rps" "$m1_rps" "$(ratio "$s1_rps" "$m1_rps")"
+printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p50 ms, nginx-min" "$s1_p50" "$m1_p50" "$(ratio "$s1_p50" "$m1_p50")"
+printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p99 ms, nginx-min" "$s1_p99" "$m1_p99" "$(ratio "$s1_p99" "$m1_p99")"
 printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/2 req/s (h2load)" "$s2_rps" "$n2_rps" "$(ratio "$s2_rps" "$n2_rps")"
 printf '| %-26s | %12s | %12s | %8s |\n' "RSS after load (MB)" "$(awk -v k="$sluice_rss" 'BEGIN{printf "%.1f", k/1024}')" "$(awk -v k="$nginx_rss" 'BEGIN{printf "%.1f", k/1024}')" "$(ratio "$sluice_rss" "$nginx_rss")"
 printf '| %-26s | %12s | %12s | %8s |\n' "Sluice idle RSS (MB)" "$(awk -v k="$sluice_idle_rss" 'BEGIN{printf "%.1f", k/1024}')" "" ""
 echo
 echo "errors (runs: wrk non-2xx/socket errors; h2load succeeded/failed):"
-echo "  sluice h1: $s1_err"; echo "  nginx h1: $n1_err"; echo "  sluice h2: $s2_err"; echo "  nginx h2: $n2_err"
+echo "  sluice h1: $s1_err"; echo "  nginx h1: $n1_err"; echo "  nginx-min h1: $m1_err"
+echo "  sluice h2: $s2_err"; echo "  nginx h2: $n2_err"
 echo "every run: $work/results is printed below"; cat "$work/results"
 
-# Paired: both proxies loaded at the same time on the same core, each by its own wrk.
+# Paired: two proxies loaded at the same time on the same core, each by its own wrk.
 # The scheduler shares the core, so the req/s ratio is the ratio of CPU per request,
-# and machine noise hits both alike: the number to compare changes by.
-: > "$work/paired"
-for pair in $(seq "$PAIRS"); do
-  taskset -c "$OTHER_CPUS" wrk -t1 -c$((CONNS / 2)) -d"$DURATION" "http://127.0.0.1:$NGINX_PORT/bench" > "$work/pn" 2>&1 & a=$!
-  taskset -c "$OTHER_CPUS" wrk -t1 -c$((CONNS / 2)) -d"$DURATION" "http://127.0.0.1:$SLUICE_PORT/bench" > "$work/ps" 2>&1 & b=$!
-  wait "$a" "$b"
-  awk '/Requests\/sec/ {print $2}' "$work/pn" "$work/ps" | paste -sd' ' >> "$work/paired"
-done
-paired=$(awk '{ printf "%.2f\n", $2 / $1 }' "$work/paired")
+# and machine noise hits both alike: the number to compare changes by. Sluice is paired
+# with each nginx in turn.
+paired() {
+  : > "$work/paired"
+  for _ in $(seq "$PAIRS"); do
+    taskset -c "$OTHER_CPUS" wrk -t1 -c$((CONNS / 2)) -d"$DURATION" "http://127.0.0.1:$1/bench" > "$work/pn" 2>&1 & a=$!
+    taskset -c "$OTHER_CPUS" wrk -t1 -c$((CONNS / 2)) -d"$DURATION" "http://127.0.0.1:$SLUICE_PORT/bench" > "$work/ps" 2>&1 & b=$!
+    wait "$a" "$b"
+    awk '/Requests\/sec/ {print $2}' "$work/pn" "$work/ps" | paste -sd' ' >> "$work/paired"
+  done
+  local ratios; ratios=$(awk '{ printf "%.2f\n", $2 / $1 }' "$work/paired")
+  echo "$(tr '\n' ' ' <<<"$ratios")(median $(median <<<"$ratios"))"
+}
 echo
-echo "HTTP/1.1 paired on one core, Sluice/nginx req/s: $(tr '\n' ' ' <<<"$paired")(median $(median <<<"$paired"))"
+echo "HTTP/1.1 paired on one core, Sluice/nginx req/s: $(paired "$NGINX_PORT")"
+echo "HTTP/1.1 paired on one core, Sluice/nginx-min req/s: $(paired "$NGINX_MIN_PORT")"
 
 # Loading a 10,000-route file: validation plus router build, as `sluice run` does.
 routes_file="$work/routes.toml"
