@@ -116,39 +116,50 @@ for proto in h1 h2; do
       esac
       if [ "$proto" = h1 ]; then
         read -r rps p50 p99 err < <(run_wrk "$h1")
-        echo "$who h1 $rps $p50 $p99 $err" >> "$work/results"
+        echo "$who h1 $round $rps $p50 $p99 $err" >> "$work/results"
       else
         read -r rps _ _ err < <(run_h2load "$h2")
-        echo "$who h2 $rps - - $err" >> "$work/results"
+        echo "$who h2 $round $rps - - $err" >> "$work/results"
       fi
     done
     echo "$proto round $round done" >&2
   done
 done
+# Columns of $work/results: who, protocol, round, req/s, p50, p99, errors.
 pick() { awk -v w="$1" -v p="$2" -v c="$3" '$1 == w && $2 == p { print $c }' "$work/results" | median; }
-errs() { awk -v w="$1" -v p="$2" '$1 == w && $2 == p { $1 = $2 = $3 = $4 = $5 = ""; print }' "$work/results" | sort | uniq -c | tr -s ' ' | tr '\n' ';'; }
-n1_rps=$(pick nginx h1 3); n1_p50=$(pick nginx h1 4); n1_p99=$(pick nginx h1 5)
-s1_rps=$(pick sluice h1 3); s1_p50=$(pick sluice h1 4); s1_p99=$(pick sluice h1 5)
-m1_rps=$(pick nginx-min h1 3); m1_p50=$(pick nginx-min h1 4); m1_p99=$(pick nginx-min h1 5)
-n2_rps=$(pick nginx h2 3); s2_rps=$(pick sluice h2 3)
+errs() { awk -v w="$1" -v p="$2" '$1 == w && $2 == p { $1 = $2 = $3 = $4 = $5 = $6 = ""; print }' "$work/results" | sort | uniq -c | tr -s ' ' | tr '\n' ';'; }
+# by_round A B PROTO COLUMN: the median over rounds of A's value over B's in the same
+# round, runs a few seconds apart, so slow drifts of the machine cancel out.
+by_round() {
+  awk -v a="$1" -v b="$2" -v p="$3" -v c="$4" '
+    $2 == p && $1 == a { x[$3] = $c } $2 == p && $1 == b { y[$3] = $c }
+    END { for (r in x) if (y[r] > 0) printf "%.2f\n", x[r] / y[r] }' "$work/results" | median
+}
+n1_rps=$(pick nginx h1 4); n1_p50=$(pick nginx h1 5); n1_p99=$(pick nginx h1 6)
+s1_rps=$(pick sluice h1 4); s1_p50=$(pick sluice h1 5); s1_p99=$(pick sluice h1 6)
+m1_rps=$(pick nginx-min h1 4); m1_p50=$(pick nginx-min h1 5); m1_p99=$(pick nginx-min h1 6)
+n2_rps=$(pick nginx h2 4); s2_rps=$(pick sluice h2 4)
 n1_err=$(errs nginx h1); s1_err=$(errs sluice h1); m1_err=$(errs nginx-min h1); n2_err=$(errs nginx h2); s2_err=$(errs sluice h2)
 sluice_rss=$(rss_kb "$sluice_pid")
 nginx_rss=$(rss_kb "$(nginx_worker)")
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 echo
 echo "Sluice vs nginx, one worker each on CPU $PROXY_CPU; $CONNS connections; median of $ROUNDS rounds of $DURATION"
+echo "(ratio: of the medians; by round: median of the ratios within each round)"
 echo
-printf '| %-26s | %12s | %12s | %8s |\n' "run" "sluice" "nginx" "ratio"
-printf '|%s|%s|%s|%s|\n' "----------------------------" "--------------" "--------------" "----------"
-printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/1.1 req/s (wrk)" "$s1_rps" "$n1_rps" "$(ratio "$s1_rps" "$n1_rps")"
-printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p50 ms" "$s1_p50" "$n1_p50" "$(ratio "$s1_p50" "$n1_p50")"
-printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p99 ms" "$s1_p99" "$n1_p99" "$(ratio "$s1_p99" "$n1_p99")"
-printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/1.1 req/s, nginx-min" "$s1_rps" "$m1_rps" "$(ratio "$s1_rps" "$m1_rps")"
-printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p50 ms, nginx-min" "$s1_p50" "$m1_p50" "$(ratio "$s1_p50" "$m1_p50")"
-printf '| %-26s | %12s | %12s | %8s |\n' "HTTP/1.1 p99 ms, nginx-min" "$s1_p99" "$m1_p99" "$(ratio "$s1_p99" "$m1_p99")"
-printf '| %-26s | %12.0f | %12.0f | %8s |\n' "HTTP/2 req/s (h2load)" "$s2_rps" "$n2_rps" "$(ratio "$s2_rps" "$n2_rps")"
-printf '| %-26s | %12s | %12s | %8s |\n' "RSS after load (MB)" "$(awk -v k="$sluice_rss" 'BEGIN{printf "%.1f", k/1024}')" "$(awk -v k="$nginx_rss" 'BEGIN{printf "%.1f", k/1024}')" "$(ratio "$sluice_rss" "$nginx_rss")"
-printf '| %-26s | %12s | %12s | %8s |\n' "Sluice idle RSS (MB)" "$(awk -v k="$sluice_idle_rss" 'BEGIN{printf "%.1f", k/1024}')" "" ""
+row() { printf '| %-26s | %12s | %12s | %8s | %8s |\n' "$@"; }
+row "run" "sluice" "nginx" "ratio" "by round"
+printf '|%s|%s|%s|%s|%s|\n' "----------------------------" "--------------" "--------------" "----------" "----------"
+row "HTTP/1.1 req/s (wrk)" "$(printf %.0f "$s1_rps")" "$(printf %.0f "$n1_rps")" "$(ratio "$s1_rps" "$n1_rps")" "$(by_round sluice nginx h1 4)"
+row "HTTP/1.1 p50 ms" "$s1_p50" "$n1_p50" "$(ratio "$s1_p50" "$n1_p50")" "$(by_round sluice nginx h1 5)"
+row "HTTP/1.1 p99 ms" "$s1_p99" "$n1_p99" "$(ratio "$s1_p99" "$n1_p99")" "$(by_round sluice nginx h1 6)"
+row "HTTP/1.1 req/s, nginx-min" "$(printf %.0f "$s1_rps")" "$(printf %.0f "$m1_rps")" "$(ratio "$s1_rps" "$m1_rps")" "$(by_round sluice nginx-min h1 4)"
+row "HTTP/1.1 p50 ms, nginx-min" "$s1_p50" "$m1_p50" "$(ratio "$s1_p50" "$m1_p50")" "$(by_round sluice nginx-min h1 5)"
+row "HTTP/1.1 p99 ms, nginx-min" "$s1_p99" "$m1_p99" "$(ratio "$s1_p99" "$m1_p99")" "$(by_round sluice nginx-min h1 6)"
+row "HTTP/2 req/s (h2load)" "$(printf %.0f "$s2_rps")" "$(printf %.0f "$n2_rps")" "$(ratio "$s2_rps" "$n2_rps")" "$(by_round sluice nginx h2 4)"
+row "RSS after load (MB)" "$(mb "$sluice_rss")" "$(mb "$nginx_rss")" "$(ratio "$sluice_rss" "$nginx_rss")" ""
+row "Sluice idle RSS (MB)" "$(mb "$sluice_idle_rss")" "" "" ""
 echo
 echo "errors (runs: wrk non-2xx/socket errors; h2load succeeded/failed):"
 echo "  sluice h1: $s1_err"; echo "  nginx h1: $n1_err"; echo "  nginx-min h1: $m1_err"
