@@ -57,7 +57,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long an HTTP/1.1 connection may wait idle for its next request.
     pub keepalive_timeout: Duration,
-    /// The longest an HTTP/1.1 client may go without taking any of its answer.
+    /// The longest a client may go without taking any of its answer (an HTTP/1.1
+    /// connection, or an HTTP/2 stream, is reset after it).
     pub send_timeout: Duration,
     /// The longest a client may pause while sending a request body (408 after).
     pub body_read_timeout: Duration,

@@ -3,6 +3,7 @@
 //! when the last byte has gone (or the client left).
 
 use crate::metrics::{Metrics, RouteSeries};
+use crate::protocol::SendWatch;
 use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
@@ -28,6 +29,9 @@ struct State {
     /// `X-Request-Id` for the client, carried beside the headers: the HTTP/1.1 writer puts
     /// it straight into the head, HTTP/2 into the header map.
     request_id: Option<HeaderValue>,
+    /// Over HTTP/2, told when a chunk is handed over and when the next one is asked for,
+    /// so a stream whose client takes nothing can be reset after `send_timeout`.
+    sending: Option<Arc<SendWatch>>,
 }
 
 /// What a proxied request holds until its response has been sent.
@@ -87,6 +91,7 @@ impl ResponseBody {
             record: None,
             held: None,
             request_id: None,
+            sending: None,
         }))
     }
 
@@ -98,6 +103,7 @@ impl ResponseBody {
             record: None,
             held: None,
             request_id: None,
+            sending: None,
         }))
     }
 
@@ -119,6 +125,11 @@ impl ResponseBody {
     /// The target the body comes from, once the record names it.
     pub fn target(&self) -> Option<&Arc<str>> {
         self.0.record.as_ref()?.target.as_ref()
+    }
+
+    /// Reports to `watch` as the body is asked for chunks and hands them over.
+    pub fn report_sending(&mut self, watch: Arc<SendWatch>) {
+        self.0.sending = Some(watch);
     }
 
     /// Holds `held` until the body ends or is dropped.
@@ -177,6 +188,9 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self.get_mut().0;
+        if let Some(sending) = &this.sending {
+            sending.asked();
+        }
         let polled = match &mut this.inner {
             Inner::Upstream(body, idle) => match (Pin::new(body).poll_frame(cx), idle) {
                 (Poll::Pending, Some(idle)) => {
@@ -199,6 +213,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
                     record.bytes += data.len() as u64;
+                }
+                if let Some(sending) = &this.sending {
+                    sending.handed();
                 }
             }
             Poll::Ready(None) => this.finish(true),

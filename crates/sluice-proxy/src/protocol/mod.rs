@@ -2,6 +2,7 @@
 //! told apart by the first bytes, with the limits from `[server.limits]`, upgrades, and
 //! graceful shutdown.
 
+mod h2_send;
 pub mod http1;
 mod sniff;
 mod woken;
@@ -10,11 +11,13 @@ use crate::cluster::InFlight;
 use crate::gateway::Gateway;
 use crate::lifecycle::{handle, ConnInfo, X_REQUEST_ID};
 use bytes::Bytes;
+pub use h2_send::SendWatch;
+use h2_send::StreamExecutor;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sluice_config::Limits;
 pub use sniff::Prefixed;
 use sniff::{sniff, Protocol};
@@ -30,7 +33,7 @@ use woken::WhenWoken;
 #[derive(Debug)]
 pub struct Http {
     http1: http1::H1Settings,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
     /// How long a new connection may take to send its first bytes.
     first_bytes_timeout: Duration,
 }
@@ -48,7 +51,9 @@ pub fn http_builder(limits: &Limits) -> Http {
         keepalive_timeout: limits.keepalive_timeout,
         send_timeout: limits.send_timeout,
     };
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    let mut h2 = http2::Builder::new(StreamExecutor {
+        send_timeout: limits.send_timeout,
+    });
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(100)
         .max_header_list_size(
@@ -151,6 +156,9 @@ async fn serve_http2<S>(
             let Ok(mut response) = handle(&gateway, &conn, request.map(DownstreamBody::H2)).await;
             if let Some(id) = response.body_mut().take_request_id() {
                 response.headers_mut().insert(X_REQUEST_ID, id);
+            }
+            if let Some(watch) = SendWatch::current() {
+                response.body_mut().report_sending(watch);
             }
             Ok::<_, std::convert::Infallible>(response)
         }

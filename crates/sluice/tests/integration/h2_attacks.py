@@ -255,6 +255,20 @@ def after_flood(c):
     return c.report(None)
 
 
+def stalled_window(c, _case):
+    """A stream whose flow-control window stays 0, so none of its answer can be sent; once
+    it ends, one more stream on the same connection, granted a window."""
+    c.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    stalled = c.request(c.base(path=b"/stalled"))
+    c.wait(lambda: c.finished(stalled))
+    after = c.request(c.base(path=b"/after-stall"))
+    c.h2.increment_flow_control_window(BIG_WINDOW, stream_id=after)
+    c.flush()
+    c.wait(lambda: c.finished(after))
+    s = c.stream(stalled)
+    return c.report(after, stalled_status=s.get("status"), stalled_reset=s.get("reset"), stalled_bytes=len(s["body"]))
+
+
 def raw_block(c, extra=b""):
     """A fresh HPACK block (the server's table is still empty) with the pseudo-headers."""
     out = b""
@@ -315,6 +329,7 @@ def main():
             "rapid-reset": rapid_reset,
             "made-you-reset": made_you_reset,
             "continuation-flood": continuation_flood,
+            "stalled-window": stalled_window,
         }
         result = handlers.get(case, malformed)(c, case)
     print(json.dumps(result))

@@ -1,6 +1,7 @@
 //! HTTP/2 hardening cases of HARDENING.md sent frame by frame with Python's h2 library.
 
 use crate::harness::*;
+use crate::proxying::{channel_body, data};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
@@ -13,6 +14,7 @@ use std::time::Duration;
 const PROTOCOL_ERROR: u64 = 0x1;
 const COMPRESSION_ERROR: u64 = 0x9;
 const ENHANCE_YOUR_CALM: u64 = 0xb;
+const CANCEL: u64 = 0x8;
 
 /// A generous ceiling for the gateway's resident memory after a flood.
 const RSS_LIMIT_KIB: u64 = 200 * 1024;
@@ -361,4 +363,62 @@ async fn hpack_bombs_are_refused() {
     assert_eq!(origin.hits.load(Ordering::SeqCst), 0);
     assert_memory_bounded(&gw, "hpack-bomb");
     assert_still_serves(&gw, &origin).await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_grants_no_window_is_reset_after_the_send_timeout() {
+    let origin = Origin::echo("o").await;
+    let gw = Gateway::start_with(
+        "[server.limits]\nsend_timeout = \"1s\"\n",
+        &config(&origin.url(), ""),
+    )
+    .await;
+    let result = attack(&gw, "stalled-window").await;
+    // The answer's head went out (HEADERS need no window), none of its body could, and
+    // the gateway gave up on the stream instead of holding it and its target connection.
+    assert_eq!(num(&result, "stalled_status"), Some(200), "{result}");
+    assert_eq!(num(&result, "stalled_bytes"), Some(0), "{result}");
+    assert_eq!(num(&result, "stalled_reset"), Some(CANCEL), "{result}");
+    // The connection itself carries on: the next stream is answered in full.
+    assert_eq!(num(&result, "status"), Some(200), "{result}");
+    let body = result.get("body").and_then(Value::as_str).unwrap_or("");
+    assert_eq!(
+        seen(&Bytes::from(body.to_owned())).uri,
+        "/after-stall",
+        "{result}"
+    );
+    gw.log_with("server.limits.send_timeout").await;
+    assert_still_serves(&gw, &origin).await;
+}
+
+#[tokio::test]
+async fn a_target_slower_than_the_send_timeout_does_not_get_an_http2_stream_reset() {
+    // The target pauses longer than send_timeout between two chunks: the time it takes
+    // to produce the answer is not the client's to account for.
+    let origin = Origin::custom("slow", |_| async {
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            let _ = tx.send(data("first|")).await;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let _ = tx.send(data("rest")).await;
+        });
+        Response::new(body.boxed())
+    })
+    .await;
+    let gw = Gateway::start_with(
+        "[server.limits]\nsend_timeout = \"1s\"\n",
+        &config(&origin.url(), ""),
+    )
+    .await;
+    let request = Request::get(gw.url("/slow"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, _, body) = send(request, true).await.expect("the whole answer");
+    assert_eq!(
+        (status, &body[..]),
+        (200, &b"first|rest"[..]),
+        "{}",
+        gw.log()
+    );
+    assert!(!gw.log().contains("send_timeout"), "{}", gw.log());
 }
