@@ -55,7 +55,8 @@ pub struct Limits {
     pub max_header_size: usize,
     pub max_headers: usize,
     pub header_read_timeout: Duration,
-    /// How long an HTTP/1.1 connection may wait idle for its next request.
+    /// How long a connection may wait idle: HTTP/1.1 for its next request, HTTP/2 with
+    /// no stream open.
     pub keepalive_timeout: Duration,
     /// The longest a client may go without taking any of its answer (an HTTP/1.1
     /// connection, or an HTTP/2 stream, is reset after it).

@@ -2,7 +2,7 @@
 //! told apart by the first bytes, with the limits from `[server.limits]`, upgrades, and
 //! graceful shutdown.
 
-mod h2_send;
+mod h2_streams;
 pub mod http1;
 mod sniff;
 mod woken;
@@ -11,8 +11,8 @@ use crate::cluster::InFlight;
 use crate::gateway::Gateway;
 use crate::lifecycle::{handle, ConnInfo, X_REQUEST_ID};
 use bytes::Bytes;
-pub use h2_send::SendWatch;
-use h2_send::StreamExecutor;
+pub use h2_streams::SendWatch;
+use h2_streams::{OpenStreams, StreamExecutor};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
@@ -36,6 +36,8 @@ pub struct Http {
     http2: http2::Builder<StreamExecutor>,
     /// How long a new connection may take to send its first bytes.
     first_bytes_timeout: Duration,
+    /// How long an HTTP/2 connection may go with no stream open.
+    h2_idle_timeout: Duration,
 }
 
 /// Builds the server settings from the configured limits.
@@ -65,6 +67,7 @@ pub fn http_builder(limits: &Limits) -> Http {
         http1: h1,
         http2: h2,
         first_bytes_timeout: limits.header_read_timeout,
+        h2_idle_timeout: limits.keepalive_timeout,
     }
 }
 
@@ -148,8 +151,11 @@ async fn serve_http2<S>(
 {
     let first_request = Arc::new(Notify::new());
     let arrived = Arc::clone(&first_request);
+    let streams = Arc::new(OpenStreams::default());
+    let counted = Arc::clone(&streams);
     let service = service_fn(move |request| {
         arrived.notify_one();
+        let open = counted.open();
         let gateway = Arc::clone(&gateway);
         let conn = Arc::clone(&conn);
         async move {
@@ -158,13 +164,15 @@ async fn serve_http2<S>(
                 response.headers_mut().insert(X_REQUEST_ID, id);
             }
             if let Some(watch) = SendWatch::current() {
+                watch.hold(open);
                 response.body_mut().report_sending(watch);
             }
             Ok::<_, std::convert::Infallible>(response)
         }
     });
     let connection = http.http2.serve_connection(TokioIo::new(io), service);
-    let result = drive(connection, shutdown, &first_request, |c| {
+    let idle = streams.idle_for(http.h2_idle_timeout);
+    let result = drive(connection, shutdown, &first_request, idle, |c| {
         c.graceful_shutdown()
     })
     .await;
@@ -181,11 +189,14 @@ const LINGER: Duration = Duration::from_secs(1);
 /// (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY) and close. A connection that has not
 /// started a request yet is given [`LINGER`] for its first one, which is then answered:
 /// a client that connected while the listener was accepting is never left unanswered.
+/// Once `idle` completes (no request open for the idle timeout), the connection is closed
+/// the same way, and dropped if the client has not let it close within [`IDLE_CLOSE`].
 /// `graceful` is the connection type's own `graceful_shutdown`.
 async fn drive<C>(
     connection: C,
     mut shutdown: ShutdownWatch,
     first_request: &Notify,
+    idle: impl Future<Output = ()>,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> hyper::Result<()>
 where
@@ -193,13 +204,15 @@ where
 {
     tokio::pin!(connection);
     let mut started = pin!(first_request.notified());
-    // Polled only when the signal changes, not on each of the connection's wake-ups.
+    // Polled only when they may have changed, not on each of the connection's wake-ups.
     let mut stop = pin!(WhenWoken::new(stopped(&mut shutdown.signal)));
+    let mut idle = pin!(WhenWoken::new(idle));
     let stopping = tokio::select! {
         biased;
         result = connection.as_mut() => return result,
         () = &mut started => false,
         () = stop.as_mut() => true,
+        () = idle.as_mut() => return close_idle(connection, graceful).await,
     };
     if stopping {
         tokio::select! {
@@ -212,10 +225,30 @@ where
             biased;
             result = connection.as_mut() => return result,
             () = stop.as_mut() => {}
+            () = idle.as_mut() => return close_idle(connection, graceful).await,
         }
     }
     graceful(connection.as_mut());
     connection.await
+}
+
+/// How long an idle connection told to close may take to finish closing (HTTP/2: the
+/// client's acknowledgement of GOAWAY) before it is dropped.
+const IDLE_CLOSE: Duration = Duration::from_secs(5);
+
+/// Closes an idle connection gracefully, or drops it after [`IDLE_CLOSE`].
+async fn close_idle<C>(
+    mut connection: Pin<&mut C>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tracing::debug!("closing a connection with no request open for the keep-alive timeout");
+    graceful(connection.as_mut());
+    tokio::time::timeout(IDLE_CLOSE, connection)
+        .await
+        .unwrap_or(Ok(()))
 }
 
 /// Completes once the gateway is shutting down (or the signal's sender is gone).

@@ -18,6 +18,7 @@ from hyperframe.frame import (
     Frame,
     GoAwayFrame,
     HeadersFrame,
+    PingFrame,
     RstStreamFrame,
     SettingsFrame,
 )
@@ -118,6 +119,8 @@ class Client:
             s["end"] = s["end"] or "END_STREAM" in frame.flags
         elif isinstance(frame, RstStreamFrame):
             self.stream(frame.stream_id)["reset"] = frame.error_code
+        elif isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+            self.write(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]).serialize())
         elif isinstance(frame, GoAwayFrame):
             self.goaway = (frame.error_code, frame.last_stream_id, frame.additional_data.decode("ascii", "replace"))
 
@@ -269,6 +272,26 @@ def stalled_window(c, _case):
     return c.report(after, stalled_status=s.get("status"), stalled_reset=s.get("reset"), stalled_bytes=len(s["body"]))
 
 
+def idle(c, _case):
+    """One request, then nothing: reads until the gateway closes the connection (or the
+    read bound passes)."""
+    sid = c.request(c.base())
+    c.wait(lambda: c.finished(sid))
+    while c.pump():
+        pass
+    return c.report(sid)
+
+
+def two_in_a_row(c, _case):
+    """One request, and once it is answered, another on the same connection."""
+    first = c.request(c.base(path=b"/first"))
+    c.wait(lambda: c.finished(first))
+    second = c.request(c.base(path=b"/second"))
+    c.wait(lambda: c.finished(second))
+    s = c.stream(first)
+    return c.report(second, first_status=s.get("status"), first_body=s["body"].decode("utf-8", "replace"))
+
+
 def raw_block(c, extra=b""):
     """A fresh HPACK block (the server's table is still empty) with the pseudo-headers."""
     out = b""
@@ -330,6 +353,8 @@ def main():
             "made-you-reset": made_you_reset,
             "continuation-flood": continuation_flood,
             "stalled-window": stalled_window,
+            "idle": idle,
+            "two-in-a-row": two_in_a_row,
         }
         result = handlers.get(case, malformed)(c, case)
     print(json.dumps(result))

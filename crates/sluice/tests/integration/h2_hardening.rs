@@ -395,16 +395,7 @@ async fn a_stream_whose_client_grants_no_window_is_reset_after_the_send_timeout(
 async fn a_target_slower_than_the_send_timeout_does_not_get_an_http2_stream_reset() {
     // The target pauses longer than send_timeout between two chunks: the time it takes
     // to produce the answer is not the client's to account for.
-    let origin = Origin::custom("slow", |_| async {
-        let (tx, body) = channel_body();
-        tokio::spawn(async move {
-            let _ = tx.send(data("first|")).await;
-            tokio::time::sleep(Duration::from_millis(2500)).await;
-            let _ = tx.send(data("rest")).await;
-        });
-        Response::new(body.boxed())
-    })
-    .await;
+    let origin = slow_origin().await;
     let gw = Gateway::start_with(
         "[server.limits]\nsend_timeout = \"1s\"\n",
         &config(&origin.url(), ""),
@@ -421,4 +412,59 @@ async fn a_target_slower_than_the_send_timeout_does_not_get_an_http2_stream_rese
         gw.log()
     );
     assert!(!gw.log().contains("send_timeout"), "{}", gw.log());
+}
+
+/// An origin answering "first|", then "rest" 2.5 s later.
+async fn slow_origin() -> Origin {
+    Origin::custom("slow", |_| async {
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            let _ = tx.send(data("first|")).await;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let _ = tx.send(data("rest")).await;
+        });
+        Response::new(body.boxed())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_a_stream_open_is_not_idle() {
+    // The first stream stays open for longer than keepalive_timeout; the connection
+    // must still be there, with no GOAWAY, for a second request once it ends.
+    let origin = slow_origin().await;
+    let gw = Gateway::start_with(
+        "[server.limits]\nkeepalive_timeout = \"1s\"\n",
+        &config(&origin.url(), ""),
+    )
+    .await;
+    let result = attack(&gw, "two-in-a-row").await;
+    assert_eq!(num(&result, "first_status"), Some(200), "{result}");
+    assert_eq!(
+        result.get("first_body").and_then(Value::as_str),
+        Some("first|rest"),
+        "{result}"
+    );
+    assert_eq!(num(&result, "status"), Some(200), "{result}");
+    assert!(result.get("goaway").is_none(), "{result}");
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_keepalive_timeout() {
+    let origin = Origin::echo("o").await;
+    let gw = Gateway::start_with(
+        "[server.limits]\nkeepalive_timeout = \"1s\"\n",
+        &config(&origin.url(), ""),
+    )
+    .await;
+    let result = attack(&gw, "idle").await;
+    assert_eq!(num(&result, "status"), Some(200), "{result}");
+    // A graceful goodbye: GOAWAY without an error, after which the connection closes.
+    assert_eq!(num(&result, "goaway"), Some(0), "{result}");
+    assert_eq!(
+        result.get("closed").and_then(Value::as_bool),
+        Some(true),
+        "{result}"
+    );
+    assert_still_serves(&gw, &origin).await;
 }

@@ -1,4 +1,6 @@
-//! HTTP/2 streams whose client takes none of their answer for `send_timeout` are reset.
+//! The streams of an HTTP/2 connection, watched: a stream whose client takes none of its
+//! answer for `send_timeout` is reset, and a connection with no stream open for
+//! `keepalive_timeout` is closed.
 //!
 //! hyper's HTTP/2 server passes an answer's body on only when the client's flow-control
 //! window (or the connection's send buffer) has room: a client that grants none leaves
@@ -8,15 +10,17 @@
 //! when the body has handed over a chunk and is not asked for the next one, the stream
 //! is waiting on the client, and after `send_timeout` of that the stream is dropped,
 //! which resets it (`RST_STREAM`) and frees the target connection. Time the target takes
-//! to produce the answer does not count: the body is being asked then.
+//! to produce the answer does not count: the body is being asked then. The same watch
+//! holds the stream's place in its connection's [`OpenStreams`].
 
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 tokio::task_local! {
@@ -50,7 +54,12 @@ where
 /// set while the last chunk handed over is waiting on the client. Only the stream's own
 /// task reads and writes it, so plain loads and stores do.
 #[derive(Debug, Default)]
-pub struct SendWatch(AtomicU64);
+pub struct SendWatch {
+    state: AtomicU64,
+    /// The stream counted open on its connection until the watch, which lives as long
+    /// as the stream, is dropped.
+    open: OnceLock<OpenStream>,
+}
 
 impl SendWatch {
     /// The watch of the stream being polled, when this runs inside one.
@@ -58,21 +67,26 @@ impl SendWatch {
         CURRENT.try_with(Arc::clone).ok()
     }
 
+    /// Keeps `stream` counted open until the stream ends.
+    pub fn hold(&self, stream: OpenStream) {
+        let _ = self.open.set(stream);
+    }
+
     /// The body is being asked for its next chunk: the last one was taken.
     pub fn asked(&self) {
-        let state = self.0.load(Ordering::Relaxed);
-        self.0.store(state & !1, Ordering::Relaxed);
+        let state = self.state.load(Ordering::Relaxed);
+        self.state.store(state & !1, Ordering::Relaxed);
     }
 
     /// The body handed over a chunk, which now waits to be taken.
     pub fn handed(&self) {
-        let handed = self.0.load(Ordering::Relaxed);
-        self.0.store((handed | 1) + 2, Ordering::Relaxed);
+        let handed = self.state.load(Ordering::Relaxed);
+        self.state.store((handed | 1) + 2, Ordering::Relaxed);
     }
 
     /// The chunk count, when the last chunk handed over is still waiting.
     fn waiting(&self) -> Option<u64> {
-        let state = self.0.load(Ordering::Relaxed);
+        let state = self.state.load(Ordering::Relaxed);
         (state & 1 == 1).then_some(state >> 1)
     }
 }
@@ -129,5 +143,48 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
             "the HTTP/2 client took none of its answer for server.limits.send_timeout; resetting the stream"
         );
         Poll::Ready(())
+    }
+}
+
+/// How many streams of an HTTP/2 connection are open, for closing it once idle.
+#[derive(Debug)]
+pub struct OpenStreams(watch::Sender<usize>);
+
+impl Default for OpenStreams {
+    fn default() -> Self {
+        OpenStreams(watch::Sender::new(0))
+    }
+}
+
+impl OpenStreams {
+    /// Counts a stream open until the returned guard is dropped.
+    pub fn open(self: &Arc<Self>) -> OpenStream {
+        self.0.send_modify(|open| *open += 1);
+        OpenStream(Arc::clone(self))
+    }
+
+    /// Completes once no stream has been open for `timeout`.
+    pub async fn idle_for(&self, timeout: Duration) {
+        let mut open = self.0.subscribe();
+        loop {
+            // The sender lives in `self`, so neither wait can fail.
+            let _ = open.wait_for(|open| *open == 0).await.map(drop);
+            if tokio::time::timeout(timeout, open.wait_for(|open| *open > 0))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// A stream counted open; see [`OpenStreams::open`].
+#[derive(Debug)]
+pub struct OpenStream(Arc<OpenStreams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|open| *open = open.saturating_sub(1));
     }
 }
