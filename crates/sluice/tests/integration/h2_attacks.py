@@ -272,6 +272,16 @@ def stalled_window(c, _case):
     return c.report(after, stalled_status=s.get("status"), stalled_reset=s.get("reset"), stalled_bytes=len(s["body"]))
 
 
+def unread(c, _case):
+    """A request for a large answer, then nothing read for 3 s (windows granted, the socket
+    left full), then everything there is."""
+    sid = c.request(c.base(path=b"/big"))
+    time.sleep(3)
+    c.wait(lambda: c.finished(sid))
+    s = c.stream(sid)
+    return c.report(None, status=s.get("status"), reset=s.get("reset"), end=s["end"], received=len(s["body"]))
+
+
 def idle(c, _case):
     """One request, then nothing: reads until the gateway closes the connection (or the
     read bound passes)."""
@@ -354,6 +364,7 @@ def main():
             "continuation-flood": continuation_flood,
             "stalled-window": stalled_window,
             "idle": idle,
+            "unread": unread,
             "two-in-a-row": two_in_a_row,
         }
         result = handlers.get(case, malformed)(c, case)

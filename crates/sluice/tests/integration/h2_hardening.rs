@@ -392,6 +392,34 @@ async fn a_stream_whose_client_grants_no_window_is_reset_after_the_send_timeout(
 }
 
 #[tokio::test]
+async fn a_stream_whose_client_stops_reading_the_connection_is_reset_after_the_send_timeout() {
+    // Windows granted, but the client reads nothing: the socket fills, then the stream's
+    // send buffer, and the answer waits on the connection instead of the window.
+    const SIZE: usize = 32 * 1024 * 1024;
+    let origin = Origin::custom("big", |_| async {
+        Response::new(boxed(Full::new(Bytes::from(vec![b'x'; SIZE]))))
+    })
+    .await;
+    let gw = Gateway::start_with(
+        "[server.limits]\nsend_timeout = \"1s\"\n",
+        &config(&origin.url(), ""),
+    )
+    .await;
+    let result = attack(&gw, "unread").await;
+    assert_eq!(num(&result, "status"), Some(200), "{result}");
+    assert_eq!(num(&result, "reset"), Some(CANCEL), "{result}");
+    let received = num(&result, "received").unwrap_or(0);
+    assert!(received < SIZE as u64, "the whole answer arrived: {result}");
+    gw.log_with("server.limits.send_timeout").await;
+    // A client that reads gets the whole answer afterwards.
+    let request = Request::get(gw.url("/after"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, _, body) = send(request, true).await.expect("an answer over h2");
+    assert_eq!((status, body.len()), (200, SIZE));
+}
+
+#[tokio::test]
 async fn a_target_slower_than_the_send_timeout_does_not_get_an_http2_stream_reset() {
     // The target pauses longer than send_timeout between two chunks: the time it takes
     // to produce the answer is not the client's to account for.
