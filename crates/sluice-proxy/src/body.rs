@@ -136,10 +136,6 @@ impl ResponseBody {
     pub fn hold(&mut self, held: Held) {
         self.0.held = Some(held);
     }
-
-    fn finish(&mut self, complete: bool) {
-        self.0.finish(complete);
-    }
 }
 
 impl State {
@@ -245,6 +241,6 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         let complete = self.is_end_stream();
-        self.finish(complete);
+        self.0.finish(complete);
     }
 }

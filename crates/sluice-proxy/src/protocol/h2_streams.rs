@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Instant, Sleep};
 
 tokio::task_local! {
@@ -39,9 +40,10 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
+        let watch = Arc::new(SendWatch::default());
         tokio::spawn(Watched {
-            stream,
-            watch: Arc::new(SendWatch::default()),
+            stream: CURRENT.scope(Arc::clone(&watch), stream),
+            watch,
             send_timeout: self.send_timeout,
             armed: None,
             timer: None,
@@ -95,8 +97,9 @@ pin_project! {
     /// A stream run until it ends, or until its answer waited `send_timeout` on the
     /// client for the same chunk.
     struct Watched<F> {
+        // The stream, with its watch in `CURRENT` whenever it is polled.
         #[pin]
-        stream: F,
+        stream: TaskLocalFuture<Arc<SendWatch>, F>,
         watch: Arc<SendWatch>,
         send_timeout: Duration,
         // The chunk whose wait `timer` is timing, if one waits.
@@ -112,11 +115,7 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        let stream = this.stream;
-        if CURRENT
-            .sync_scope(Arc::clone(this.watch), || stream.poll(cx))
-            .is_ready()
-        {
+        if this.stream.poll(cx).is_ready() {
             return Poll::Ready(());
         }
         let Some(chunk) = this.watch.waiting() else {
@@ -132,10 +131,11 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
                 None => *this.timer = Some(Box::pin(tokio::time::sleep_until(until))),
             }
         }
-        let Some(timer) = this.timer else {
-            return Poll::Pending;
-        };
-        if timer.as_mut().poll(cx).is_pending() {
+        let expired = this
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if !expired {
             return Poll::Pending;
         }
         tracing::info!(

@@ -36,8 +36,6 @@ pub struct Http {
     http2: http2::Builder<StreamExecutor>,
     /// How long a new connection may take to send its first bytes.
     first_bytes_timeout: Duration,
-    /// How long an HTTP/2 connection may go with no stream open.
-    h2_idle_timeout: Duration,
 }
 
 /// Builds the server settings from the configured limits.
@@ -67,7 +65,6 @@ pub fn http_builder(limits: &Limits) -> Http {
         http1: h1,
         http2: h2,
         first_bytes_timeout: limits.header_read_timeout,
-        h2_idle_timeout: limits.keepalive_timeout,
     }
 }
 
@@ -171,7 +168,8 @@ async fn serve_http2<S>(
         }
     });
     let connection = http.http2.serve_connection(TokioIo::new(io), service);
-    let idle = streams.idle_for(http.h2_idle_timeout);
+    // An HTTP/2 connection is idle while no stream is open, for `keepalive_timeout` too.
+    let idle = streams.idle_for(http.http1.keepalive_timeout);
     let result = drive(connection, shutdown, &first_request, idle, |c| {
         c.graceful_shutdown()
     })

@@ -26,6 +26,15 @@ fn config(origin: &str, extra: &str) -> String {
     )
 }
 
+/// A gateway in front of `origin` with `limit` set in `[server.limits]`.
+async fn with_limits(origin: &Origin, limit: &str) -> Gateway {
+    Gateway::start_with(
+        &format!("[server.limits]\n{limit}\n"),
+        &config(&origin.url(), ""),
+    )
+    .await
+}
+
 /// Runs `h2_attacks.py CASE 127.0.0.1 PORT` and parses the JSON line it prints: what the
 /// client saw. Every socket read in the script is bounded, so this cannot hang.
 async fn attack(gw: &Gateway, case: &str) -> Value {
@@ -101,12 +110,7 @@ async fn assert_still_serves(gw: &Gateway, origin: &Origin) {
         gw.log()
     );
     assert_eq!(seen(&body).uri, "/after");
-    let request = Request::get(gw.url("/after/h2"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let (status, _, body) = send(request, true)
-        .await
-        .expect("h2 request after the attack");
+    let (status, _, body) = get_h2(&gw.url("/after/h2")).await;
     assert_eq!(status, 200);
     assert_eq!(seen(&body).uri, "/after/h2");
     assert_eq!(origin.hits.load(Ordering::SeqCst), before + 2);
@@ -368,11 +372,7 @@ async fn hpack_bombs_are_refused() {
 #[tokio::test]
 async fn a_stream_whose_client_grants_no_window_is_reset_after_the_send_timeout() {
     let origin = Origin::echo("o").await;
-    let gw = Gateway::start_with(
-        "[server.limits]\nsend_timeout = \"1s\"\n",
-        &config(&origin.url(), ""),
-    )
-    .await;
+    let gw = with_limits(&origin, "send_timeout = \"1s\"").await;
     let result = attack(&gw, "stalled-window").await;
     // The answer's head went out (HEADERS need no window), none of its body could, and
     // the gateway gave up on the stream instead of holding it and its target connection.
@@ -400,11 +400,7 @@ async fn a_stream_whose_client_stops_reading_the_connection_is_reset_after_the_s
         Response::new(boxed(Full::new(Bytes::from(vec![b'x'; SIZE]))))
     })
     .await;
-    let gw = Gateway::start_with(
-        "[server.limits]\nsend_timeout = \"1s\"\n",
-        &config(&origin.url(), ""),
-    )
-    .await;
+    let gw = with_limits(&origin, "send_timeout = \"1s\"").await;
     let result = attack(&gw, "unread").await;
     assert_eq!(num(&result, "status"), Some(200), "{result}");
     assert_eq!(num(&result, "reset"), Some(CANCEL), "{result}");
@@ -412,10 +408,7 @@ async fn a_stream_whose_client_stops_reading_the_connection_is_reset_after_the_s
     assert!(received < SIZE as u64, "the whole answer arrived: {result}");
     gw.log_with("server.limits.send_timeout").await;
     // A client that reads gets the whole answer afterwards.
-    let request = Request::get(gw.url("/after"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let (status, _, body) = send(request, true).await.expect("an answer over h2");
+    let (status, _, body) = get_h2(&gw.url("/after")).await;
     assert_eq!((status, body.len()), (200, SIZE));
 }
 
@@ -424,15 +417,8 @@ async fn a_target_slower_than_the_send_timeout_does_not_get_an_http2_stream_rese
     // The target pauses longer than send_timeout between two chunks: the time it takes
     // to produce the answer is not the client's to account for.
     let origin = slow_origin().await;
-    let gw = Gateway::start_with(
-        "[server.limits]\nsend_timeout = \"1s\"\n",
-        &config(&origin.url(), ""),
-    )
-    .await;
-    let request = Request::get(gw.url("/slow"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let (status, _, body) = send(request, true).await.expect("the whole answer");
+    let gw = with_limits(&origin, "send_timeout = \"1s\"").await;
+    let (status, _, body) = get_h2(&gw.url("/slow")).await;
     assert_eq!(
         (status, &body[..]),
         (200, &b"first|rest"[..]),
@@ -461,11 +447,7 @@ async fn an_http2_connection_with_a_stream_open_is_not_idle() {
     // The first stream stays open for longer than keepalive_timeout; the connection
     // must still be there, with no GOAWAY, for a second request once it ends.
     let origin = slow_origin().await;
-    let gw = Gateway::start_with(
-        "[server.limits]\nkeepalive_timeout = \"1s\"\n",
-        &config(&origin.url(), ""),
-    )
-    .await;
+    let gw = with_limits(&origin, "keepalive_timeout = \"1s\"").await;
     let result = attack(&gw, "two-in-a-row").await;
     assert_eq!(num(&result, "first_status"), Some(200), "{result}");
     assert_eq!(
@@ -480,11 +462,7 @@ async fn an_http2_connection_with_a_stream_open_is_not_idle() {
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_keepalive_timeout() {
     let origin = Origin::echo("o").await;
-    let gw = Gateway::start_with(
-        "[server.limits]\nkeepalive_timeout = \"1s\"\n",
-        &config(&origin.url(), ""),
-    )
-    .await;
+    let gw = with_limits(&origin, "keepalive_timeout = \"1s\"").await;
     let result = attack(&gw, "idle").await;
     assert_eq!(num(&result, "status"), Some(200), "{result}");
     // A graceful goodbye: GOAWAY without an error, after which the connection closes.

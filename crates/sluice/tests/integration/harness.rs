@@ -422,6 +422,16 @@ pub async fn try_get(url: &str) -> Result<Answer, String> {
     .await
 }
 
+/// GET over HTTP/2 (prior knowledge), panicking on connection errors.
+pub async fn get_h2(url: &str) -> Answer {
+    let request = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("a GET request");
+    send(request, true)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} over HTTP/2: {e}"))
+}
+
 /// Sends a request over HTTP/1.1 or HTTP/2 (prior knowledge) on a fresh connection.
 pub async fn send(request: Request<Full<Bytes>>, http2: bool) -> Result<Answer, String> {
     let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
