@@ -21,7 +21,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Instant, Sleep};
 
 tokio::task_local! {
@@ -40,10 +39,9 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        let watch = Arc::new(SendWatch::default());
         tokio::spawn(Watched {
-            stream: CURRENT.scope(Arc::clone(&watch), stream),
-            watch,
+            stream,
+            watch: Arc::new(SendWatch::default()),
             send_timeout: self.send_timeout,
             armed: None,
             timer: None,
@@ -97,9 +95,8 @@ pin_project! {
     /// A stream run until it ends, or until its answer waited `send_timeout` on the
     /// client for the same chunk.
     struct Watched<F> {
-        // The stream, with its watch in `CURRENT` whenever it is polled.
         #[pin]
-        stream: TaskLocalFuture<Arc<SendWatch>, F>,
+        stream: F,
         watch: Arc<SendWatch>,
         send_timeout: Duration,
         // The chunk whose wait `timer` is timing, if one waits.
@@ -115,7 +112,14 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        if this.stream.poll(cx).is_ready() {
+        let stream = this.stream;
+        // The watch in `CURRENT` for the poll. An Arc clone per poll measured cheaper
+        // than tokio's `TaskLocalFuture`, which swaps the value in and out (h2load pairs:
+        // 0.97-0.99 with the latter).
+        if CURRENT
+            .sync_scope(Arc::clone(this.watch), || stream.poll(cx))
+            .is_ready()
+        {
             return Poll::Ready(());
         }
         let Some(chunk) = this.watch.waiting() else {
